@@ -1,0 +1,127 @@
+"""Command line: ``guidetune train | eval | ls | validate | demo`` (``--help`` on each)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .errors import ConfigError, GuidetuneError
+
+
+def _setup_logging(verbose: bool) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("guidetune").setLevel(logging.INFO)
+    import transformers
+
+    transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
+
+
+def cmd_train(a) -> int:
+    from .config import load_config
+    from .experiment import run_training
+
+    cfg = load_config(a.config, a.overrides)
+    if a.allow_pickle:
+        cfg.model.allow_pickle = True
+    results = run_training(cfg, resume=a.resume)
+    print(_format_metrics(cfg.name, results))
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from .experiment import evaluate_run
+
+    metrics = evaluate_run(a.run_dir, a.batch_size)
+    print(_format_metrics(a.run_dir, {"metrics": metrics}))
+    return 0
+
+
+def _format_metrics(title: str, results: dict) -> str:
+    m = results.get("metrics", {})
+    return f"{title}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
+
+
+def cmd_validate(a) -> int:
+    from .validate import validate_file
+
+    errors = validate_file(a.config, a.overrides)
+    if errors:
+        raise ConfigError(errors)
+    print(f"{a.config}: OK")
+    return 0
+
+
+def cmd_ls(a) -> int:
+    from .listing import list_layers, list_registry, list_all
+
+    if a.what is None:
+        print(list_all())
+    elif a.what == "layers":
+        if not a.model:
+            raise GuidetuneError("ls layers: give a model, e.g. guidetune ls layers minilm")
+        print(list_layers(a.model, a.head, a.trust_remote_code))
+    else:
+        print(list_registry(a.what))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    run_demo(a.output_dir)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="guidetune", description="Interpretability-guided fine-tuning of transformers.")
+    p.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="fine-tune as a config file says", description="Fine-tune as CONFIG says; "
+                       "key=value overrides change fields (train.lr=1e-4, regularizers.0.weight=0).")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*", help="key=value overrides")
+    t.add_argument("--resume", action="store_true", help="continue the run from its last complete checkpoint")
+    t.add_argument("--allow-pickle", action="store_true", help="allow pickled model weights (unsafe)")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a finished run's model", description="Evaluate RUN_DIR's model "
+                       "on its task; metrics go into results.json under 'eval'.")
+    e.add_argument("run_dir")
+    e.add_argument("--batch-size", type=int, default=None)
+    e.set_defaults(fn=cmd_eval)
+
+    v = sub.add_parser("validate", help="check a config, reporting every error at once")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*")
+    v.set_defaults(fn=cmd_validate)
+
+    ls = sub.add_parser("ls", help="list regularizers, tasks, analyses, or a model's layers",
+                        description="guidetune ls [regularizers|tasks|analyses|layers MODEL]")
+    ls.add_argument("what", nargs="?", choices=["regularizers", "tasks", "analyses", "layers"])
+    ls.add_argument("model", nargs="?", help="for 'layers': model directory, hub id or alias")
+    ls.add_argument("--head", default="encoder", help="head to load for 'layers' (default: bare model)")
+    ls.add_argument("--trust-remote-code", action="store_true")
+    ls.set_defaults(fn=cmd_ls)
+
+    d = sub.add_parser("demo", help="the packaged demo on MiniLM (plain vs. regularized)")
+    d.add_argument("--output-dir", default="runs/demo")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.fn(args)
+    except GuidetuneError as e:
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Run an experiment end to end: config -> model -> task -> GuidedTrainer -> evaluation -> results.json."""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from .config import ExperimentConfig, build_plugin, parse_config
+from .errors import GuidetuneError
+from .finetune.modes import apply_mode, load_trainable, parameter_report, save_finetuned
+from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, PeriodicEval, Term
+from .models import load_model
+from .regularizers import REGULARIZERS
+from .runs import RunDir
+from .tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+
+def build_terms(cfg: ExperimentConfig, model, tokenizer) -> list[Term]:
+    terms, seen = [], {}
+    for spec in cfg.regularizers:
+        reg = build_plugin(REGULARIZERS, spec)
+        reg.setup(model, tokenizer)
+        n = seen.get(spec.name, 0)
+        seen[spec.name] = n + 1
+        terms.append(Term(spec.name if n == 0 else f"{spec.name}.{n}", spec.weight, reg))
+    return terms
+
+
+def prepare(cfg: ExperimentConfig):
+    """(task, model, tokenizer) with the fine-tune mode applied."""
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    task = build_plugin(TASKS, cfg.task)
+    if cfg.model.head != task.head and not (task.head == "any"):
+        raise GuidetuneError(f"model.head: task '{cfg.task.name}' needs head '{task.head}', got '{cfg.model.head}'")
+    num_labels = task.num_labels() if cfg.model.head == "classification" else None
+    model, tokenizer = load_model(cfg.model, num_labels=num_labels)
+    task.setup(tokenizer)
+    model = apply_mode(model, cfg.finetune, cfg.model.head)
+    return task, model, tokenizer
+
+
+def training_args(cfg: ExperimentConfig, run: RunDir):
+    import torch
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=str(run.checkpoints),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler,
+        optim=t.optim,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="no",
+        report_to=t.report_to or "none",
+        seed=cfg.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=t.dataloader_workers,
+        bf16=t.bf16,
+        fp16=t.fp16,
+        disable_tqdm=False,
+        save_safetensors=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _check_resumable(run: RunDir, cfg: ExperimentConfig) -> None:
+    saved = yaml.safe_load(run.config.read_text())
+    now = cfg.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if k not in ("source",) and saved.get(k) != now.get(k))
+    if diff:
+        raise GuidetuneError(
+            f"cannot resume {run.path}: its saved config differs in {', '.join(diff)}; "
+            "use the same config and overrides, or a new name"
+        )
+
+
+def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None) -> dict:
+    """Train, evaluate and write the run directory; returns results.json's content."""
+    run = RunDir(cfg.run_dir)
+    if run.exists() and not resume:
+        raise GuidetuneError(
+            f"run directory '{run.path}' already exists; pass --resume to continue it, or set name=... for a new run"
+        )
+    if resume and run.exists():
+        _check_resumable(run, cfg)
+        if run.finished():
+            log.info("%s already finished; nothing to do", run.path)
+            return run.read_results()
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg.to_dict())
+
+    start = time.time()
+    task, model, tokenizer = prepare(cfg)
+    params = parameter_report(model)
+    log.info("fine-tune mode %s: %s of %s parameters trainable (%.2f%%)", cfg.finetune.mode,
+             f"{params['trainable']:,}", f"{params['total']:,}", params["trainable_pct"])
+    terms = build_terms(cfg, model, tokenizer)
+    args = training_args(cfg, run)
+    if args.process_index == 0:
+        run.write_meta(cfg.seed, {"parameters": params, "terms": {t.key: t.weight for t in terms}})
+
+    periodic = PeriodicEval(task, cfg.train.eval_steps, cfg.train.eval_batch_size) if cfg.train.eval_steps else None
+    trainer = GuidedTrainer(
+        model=model,
+        args=args,
+        train_dataset=task.dataset("train"),
+        data_collator=task.collate,
+        processing_class=tokenizer,
+        terms=terms,
+        run=run,
+        callbacks=[JsonlLogger(run), CheckpointMarker(run)] + ([periodic] if periodic else []) + list(callbacks or []),
+    )
+    if periodic:
+        periodic.trainer = trainer
+    checkpoint = run.last_checkpoint() if resume else None
+    if args.process_index == 0:
+        run.truncate_metrics(int(checkpoint.name.split("-")[1]) if checkpoint else 0)
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    out = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    results = {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "metrics": task.evaluate(trainer.model, "eval", cfg.train.eval_batch_size),
+        "train": {"steps": out.global_step, "train_loss": out.training_loss,
+                  "runtime_s": round(time.time() - start, 2)},
+        "parameters": params,
+    }
+    layers = sparsity_layers(cfg, terms)
+    if layers:
+        from .evaluation.sparsity import activation_sparsity
+
+        results["sparsity"] = activation_sparsity(trainer.model, task, "eval", layers, cfg.train.eval_batch_size)
+    if trainer.is_world_process_zero():
+        save_finetuned(trainer.model, tokenizer, run.model, cfg.finetune.mode)
+        run.write_results(results)
+        if not cfg.train.keep_checkpoints:
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
+    return results
+
+
+def sparsity_layers(cfg: ExperimentConfig, terms: list[Term]) -> list[str]:
+    """Layers whose activation sparsity is reported: the config's list, else those the terms regularize."""
+    if cfg.sparsity_layers:
+        return list(cfg.sparsity_layers)
+    names: list[str] = []
+    for t in terms:
+        names += [n for n in t.regularizer.captured if not n.endswith("probs") and n not in names]
+    return names
+
+
+def load_run(run_dir: str | Path):
+    """(config, task, model, tokenizer) of a finished run, with the fine-tuned weights loaded."""
+    run = RunDir(run_dir)
+    if not run.exists():
+        raise GuidetuneError(f"not a run directory (no config.yaml): '{run_dir}'")
+    if not run.model.exists():
+        raise GuidetuneError(f"run '{run_dir}' has no saved model yet (did training finish?)")
+    cfg = parse_config(yaml.safe_load(run.config.read_text()), source=str(run.config))
+    if cfg.finetune.mode == "full":
+        cfg_full = replace(cfg, model=replace(cfg.model, name=str(run.model)))
+        task, model, tokenizer = prepare(cfg_full)
+    else:
+        task, model, tokenizer = prepare(cfg)
+        load_trainable(model, run.model / "trainable.safetensors")
+    return cfg, task, model, tokenizer
+
+
+def evaluate_run(run_dir: str | Path, batch_size: int | None = None) -> dict:
+    """Re-evaluate a run's saved model on its task; the metrics are stored under ``eval`` in results.json."""
+    cfg, task, model, _ = load_run(run_dir)
+    metrics = task.evaluate(model, "eval", batch_size or cfg.train.eval_batch_size)
+    run = RunDir(run_dir)
+    results = run.read_results() if run.finished() else {"name": cfg.name}
+    results["eval"] = metrics
+    run.write_results(results)
+    return metrics

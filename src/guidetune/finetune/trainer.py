@@ -1,0 +1,139 @@
+"""GuidedTrainer: a ``transformers.Trainer`` whose loss is the task loss plus weighted regularizer terms.
+
+    total = task_loss + sum_i weight_i * term_i
+
+Being a Trainer subclass, everything the Trainer does keeps working: accelerate / DDP / multi-node
+(``accelerate launch`` or ``torchrun``), gradient accumulation, mixed precision, checkpoints and
+resume, and ``report_to`` loggers (TensorBoard, W&B, ...). Only ``compute_loss`` and ``log`` are
+extended. Each process captures its own activations and computes its own terms; DDP averages the
+gradients, and the logged term values are averaged over processes exactly like the task loss.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from ..errors import TrainingDiverged
+from ..layers.capture import Capture
+from ..runs import CHECKPOINT_MARKER, RunDir, atomic_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Term:
+    """One weighted regularizer in the total loss."""
+
+    key: str  # unique name in logs, e.g. "l1" or "l1.1"
+    weight: float
+    regularizer: object
+
+
+class GuidedTrainer(Trainer):
+    """``Trainer`` + regularizer terms on captured activations (see module docstring)."""
+
+    def __init__(self, *args, terms: list[Term] | None = None, run: RunDir | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.terms = list(terms or [])
+        self.run = run
+        self._capture: Capture | None = None
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts = 0
+
+    def _capture_for(self, model) -> Capture:
+        if self._capture is None:
+            names: list[str] = []
+            for t in self.terms:
+                names += [n for n in t.regularizer.captured if n not in names]
+            self._capture = Capture(self.model, names)
+        return self._capture
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        extras = {k: inputs.pop(k) for k in list(inputs) if k.startswith("gt_")}
+        if not self.terms or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with self._capture_for(model) as captures:
+            task_loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        batch = {**extras, **{k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}}
+        values = {"task": task_loss.detach()}
+        total = task_loss
+        # When HF normalises the task loss by the item count of the whole accumulated batch it skips its
+        # own division by the accumulation steps; our terms are per-micro-batch means, so divide here.
+        hf_skips_division = (self.model_accepts_loss_kwargs and num_items_in_batch is not None
+                             and self.compute_loss_func is None)
+        scale = 1.0 / self.current_gradient_accumulation_steps if hf_skips_division else 1.0
+        for t in self.terms:
+            out = t.regularizer.loss(captures, batch)
+            value, parts = out if isinstance(out, tuple) else (out, {})
+            values[t.key] = value.detach()
+            for part, v in parts.items():
+                values[f"{t.key}/{part}"] = v.detach()
+            total = total + (t.weight * scale) * value
+        self._check_finite(values)
+        for k, v in values.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v.float()
+        self._counts += 1
+        return (total, outputs) if return_outputs else total
+
+    def _check_finite(self, values: dict[str, torch.Tensor]) -> None:
+        stacked = torch.stack([v.float().reshape(()) for v in values.values()])
+        if bool(torch.isfinite(stacked).all()):  # one device sync per step
+            return
+        bad = [k for k, v in values.items() if not math.isfinite(float(v))]
+        step = self.state.global_step + 1
+        last = self.run.last_checkpoint() if self.run else None
+        raise TrainingDiverged(
+            f"loss term '{bad[0]}' became {float(values[bad[0]])} at step {step}; training stopped before "
+            f"that update. Last good checkpoint: {last or 'none yet'}"
+        )
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self._counts and "loss" in logs:
+            for k, v in self._sums.items():
+                mean = v / self._counts
+                if self.args.world_size > 1:
+                    mean = self._nested_gather(mean.reshape(1).to(self.args.device)).mean()
+                logs[f"loss/{k}"] = round(float(mean), 8)
+            self._sums, self._counts = {}, 0
+        super().log(logs, *args, **kwargs)
+
+
+class JsonlLogger(TrainerCallback):
+    """Append every log record (with its step) to the run's metrics.jsonl (main process only)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.run.append_metrics({"step": state.global_step, "epoch": state.epoch, **logs})
+
+
+class CheckpointMarker(TrainerCallback):
+    """Mark a checkpoint complete once the Trainer has finished writing it (HF writes in place)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = self.run.checkpoints / f"checkpoint-{state.global_step}"
+            if ckpt.exists():
+                atomic_json(ckpt / CHECKPOINT_MARKER, {"step": state.global_step})
+
+
+class PeriodicEval(TrainerCallback):
+    """Run the task's own evaluation every ``every`` steps and log it as ``eval/<metric>``."""
+
+    def __init__(self, task, every: int, batch_size: int):
+        self.task, self.every, self.batch_size = task, every, batch_size
+        self.trainer: Trainer | None = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0 and self.trainer is not None:
+            metrics = self.task.evaluate(self.trainer.model, "eval", self.batch_size)
+            self.trainer.log({f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})

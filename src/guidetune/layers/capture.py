@@ -1,0 +1,151 @@
+"""Record activations and attention probabilities by canonical name during a forward pass.
+
+    with Capture(model, ["encoder.final", "encoder.layers.2.attn.probs"]) as cap:
+        out = model(**batch)
+    h = cap["encoder.layers.5.out"]                            # [batch, seq, hidden], keeps its graph
+    p = cap.attention("encoder.layers.2.attn.probs", [0, 1])  # [batch, 2, query, key]
+    m = cap.token_mask("encoder.layers.5.out")                # [batch, seq] bool, False on padding
+
+Only the requested names get hooks; every hook is removed on exit, also when the forward raises.
+Tensors keep their autograd graph (so a loss on them trains the model) unless ``detach=True``
+(analysis). Costs: an ``out``/``ffn.*`` capture only keeps a reference to a tensor the forward computes
+anyway; an ``attn.probs`` capture adds one [query x key] matmul + softmax per requested head, computed
+lazily on first access from the captured queries and keys, while the model itself keeps its fast
+attention implementation (SDPA) in every layer (see :mod:`guidetune.layers.attention`). With nothing
+requested no hook is registered at all. If a hooked module runs twice inside one ``with`` block
+(e.g. ``generate``), the last call wins. Gradient checkpointing re-runs blocks in the backward pass and
+is not supported together with capture-based losses.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+import torch.nn as nn
+
+from .attention import AttnInputs, install_attention_hooks
+from .names import Resolved, resolve, unwrap
+
+
+class Captures(Mapping[str, torch.Tensor]):
+    """Read-only view of what one forward pass produced, by canonical name."""
+
+    def __init__(self, resolved: list[Resolved]):
+        self._resolved = {r.name: r for r in resolved}
+        self._acts: dict[str, torch.Tensor] = {}
+        self._attn: dict[str, AttnInputs] = {}
+        self._probs: dict[str, torch.Tensor] = {}
+        self.inputs: dict[str, torch.Tensor] = {}  # tensors the model was called with (masks, labels)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self._acts:
+            return self._acts[name]
+        if name in self._attn:
+            if name not in self._probs:
+                self._probs[name] = self._attn[name].probs()
+            return self._probs[name]
+        if name in self._resolved:
+            raise KeyError(f"'{name}' was requested but its module did not run in this forward pass")
+        raise KeyError(f"'{name}' was not captured; captured: {', '.join(self._resolved)}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n in self._resolved if n in self._acts or n in self._attn])
+
+    def __len__(self) -> int:
+        return len(self._acts) + len(self._attn)
+
+    def attention(self, name: str, heads: list[int] | None = None) -> torch.Tensor:
+        """Probabilities of ``heads`` only (all if None): [batch, len(heads), query, key], float32."""
+        if name not in self._attn:
+            raise KeyError(f"'{name}' is not a captured attention layer")
+        if heads is None:
+            return self[name]
+        return self._attn[name].probs(heads)
+
+    def num_heads(self, name: str) -> int:
+        return self._attn[name].num_heads
+
+    def stack(self, name: str) -> str:
+        return self._resolved[name].stack
+
+    def seq2seq_decoder(self, name: str) -> bool:
+        """True when ``name`` lives in the decoder of an encoder-decoder model (its own target mask)."""
+        r = self._resolved[name]
+        return r.family.encoder_decoder and r.stack == "decoder"
+
+    def token_mask(self, name: str) -> torch.Tensor:
+        """[batch, seq] bool: the non-padding positions of the sequence ``name`` runs over."""
+        t = self._acts[name] if name in self._acts else self._attn[name].q
+        seq_dim = 2 if name in self._attn else 1
+        b, n = t.shape[0], t.shape[seq_dim]
+        if self.seq2seq_decoder(name):
+            mask = self.inputs.get("decoder_attention_mask")
+            if mask is None and self.inputs.get("labels") is not None:
+                mask = self.inputs["labels"] != -100
+        else:
+            mask = self.inputs.get("attention_mask")
+        if mask is None or mask.shape != (b, n):
+            return torch.ones(b, n, dtype=torch.bool, device=t.device)
+        return mask.bool()
+
+
+class Capture:
+    """Context manager that hooks exactly the requested canonical names (see module docstring)."""
+
+    def __init__(self, model: nn.Module, names: list[str] | str, *, detach: bool = False):
+        self.model = model
+        self.resolved = resolve(model, names) if names else []
+        self.detach = detach
+        self._handles: list = []
+        self.captures = Captures(self.resolved)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.resolved]
+
+    def _keep(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach() if self.detach else t
+
+    def _hook(self, r: Resolved) -> list:
+        acts, attn = self.captures._acts, self.captures._attn
+        if r.hook == "output":
+            return [r.module.register_forward_hook(
+                lambda m, a, o: acts.__setitem__(r.name, self._keep(o[0] if isinstance(o, tuple) else o))
+            )]
+        if r.hook == "input":
+            return [r.module.register_forward_pre_hook(lambda m, a: acts.__setitem__(r.name, self._keep(a[0])))]
+
+        def store(inp: AttnInputs) -> None:
+            if self.detach:
+                inp.q, inp.k = inp.q.detach(), inp.k.detach()
+            attn[r.name] = inp
+            self.captures._probs.pop(r.name, None)
+
+        return install_attention_hooks(r.family.name, r.module, store)
+
+    def __enter__(self) -> Captures:
+        self.captures = Captures(self.resolved)
+        if not self.resolved:
+            return self.captures
+        inputs = self.captures.inputs
+        keys = ("attention_mask", "decoder_attention_mask", "labels")
+
+        def grab(m, args, kwargs):
+            inputs.update({k: kwargs[k] for k in keys if isinstance(kwargs.get(k), torch.Tensor)})
+
+        try:
+            self._handles.append(unwrap(self.model).register_forward_pre_hook(grab, with_kwargs=True))
+            for r in self.resolved:
+                self._handles += self._hook(r)
+        except BaseException:
+            self._remove()
+            raise
+        return self.captures
+
+    def _remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __exit__(self, *exc) -> None:
+        self._remove()

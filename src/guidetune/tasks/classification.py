@@ -1,0 +1,99 @@
+"""``classification``: text or text-pair classification from JSONL, CSV or TSV files."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..evaluation.metrics import classification_metrics
+from ..errors import GuidetuneError
+from ..spec import check, finish
+from .base import TASKS, data_path, eos_index, need, pad_batch, predict, read_records
+
+
+@TASKS.register("classification")
+@dataclass
+class Classification:
+    """Text (or text pair) -> label. Labels may be strings (mapped to ids in sorted order) or ints.
+
+    Metrics: accuracy and macro-F1 (scikit-learn); for two classes also F1 of the positive class
+    (``positive_label``, default the second label in sorted order).
+    """
+
+    train: str = field(default="guidetune:demo/sentiment_train.jsonl", metadata={"help": "training file"})
+    eval: str = field(default="guidetune:demo/sentiment_eval.jsonl", metadata={"help": "evaluation file"})
+    text_field: str = "text"
+    text_pair_field: str | None = field(default=None, metadata={"help": "second text column for pairs"})
+    label_field: str = "label"
+    max_length: int = field(default=128, metadata={"help": "truncate inputs to this many tokens"})
+    positive_label: str | None = field(default=None, metadata={"help": "positive class for binary F1"})
+    limit: int = field(default=0, metadata={"help": "use only the first N examples per split (0: all)"})
+
+    head = "classification"
+
+    def __post_init__(self):
+        e: list[str] = []
+        check(e, self.max_length > 1, f"max_length: must be > 1, got {self.max_length}")
+        check(e, self.limit >= 0, f"limit: must be >= 0, got {self.limit}")
+        finish(e)
+        self._rows: dict[str, list[tuple[str, str | None, str]]] = {}
+        self._features: dict[str, list[dict]] = {}
+        self.labels: list[str] = []
+        self.tokenizer = None
+
+    def _read(self, split: str) -> list[tuple[str, str | None, str]]:
+        if split not in self._rows:
+            name = {"train": self.train, "eval": self.eval}[split]
+            path = data_path(name, f"task.{split}")
+            rows = []
+            for line, rec in read_records(path):
+                text = need(rec, self.text_field, path, line)
+                pair = need(rec, self.text_pair_field, path, line) if self.text_pair_field else None
+                rows.append((str(text), None if pair is None else str(pair), str(need(rec, self.label_field, path, line))))
+            self._rows[split] = rows[: self.limit] if self.limit else rows
+        return self._rows[split]
+
+    def _label_list(self) -> list[str]:
+        labels = sorted({r[2] for r in self._read("train")})
+        if all(lab.lstrip("-").isdigit() for lab in labels):
+            labels = sorted(labels, key=int)
+        return labels
+
+    def setup(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.labels = self._label_list()
+        self._features = {}
+
+    def num_labels(self) -> int:
+        return len(self.labels or self._label_list())
+
+    def dataset(self, split: str) -> list[dict]:
+        if split not in self._features:
+            ids = {lab: i for i, lab in enumerate(self.labels)}
+            rows = self._read(split)
+            unknown = sorted({r[2] for r in rows if r[2] not in ids})
+            if unknown:
+                raise GuidetuneError(f"task.{split}: labels {unknown[:5]} do not occur in the training file; "
+                                     f"known: {', '.join(self.labels)}")
+            texts = [r[0] for r in rows]
+            pairs = [r[1] for r in rows] if self.text_pair_field else None
+            enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+            feats = []
+            for i, r in enumerate(rows):
+                f = {k: enc[k][i] for k in enc.keys()}
+                f["labels"] = ids[r[2]]
+                f["gt_eos_index"] = eos_index(f["input_ids"], self.tokenizer)
+                feats.append(f)
+            self._features[split] = feats
+        return self._features[split]
+
+    def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        return pad_batch(self.tokenizer, features)
+
+    def evaluate(self, model, split: str = "eval", batch_size: int = 64) -> dict[str, float]:
+        feats = self.dataset(split)
+        logits = predict(model, feats, self.collate, batch_size)
+        preds = [int(x.argmax()) for x in logits]
+        gold = [f["labels"] for f in feats]
+        pos = self.labels.index(self.positive_label) if self.positive_label in self.labels else len(self.labels) - 1
+        return classification_metrics(gold, preds, num_labels=len(self.labels), positive=pos)
