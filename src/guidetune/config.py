@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -63,6 +63,12 @@ class FinetuneSpec:
 
 @dataclass
 class TrainSpec:
+    # Hugging Face TrainingArguments names people will type, mapped to ours (for "Did you mean").
+    SYNONYMS: ClassVar[dict[str, str]] = {
+        "learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+        "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
+        "lr_scheduler_type": "lr_scheduler", "warmup": "warmup_ratio", "num_epochs": "epochs",
+    }
     epochs: float = field(default=3.0, metadata={"help": "passes over the training set"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: epochs)"})
     lr: float = field(default=5e-5, metadata={"help": "peak learning rate"})
@@ -220,7 +226,7 @@ def _plugin(raw: Any, where: str, errors: list[str], weighted: bool) -> PluginSp
         errors.append(f"{where}.weight: expected a number, got {weight!r}")
         return None
     if weight < 0:
-        errors.append(f"{where}.weight: must be >= 0, got {weight}")
+        errors.append(f"{where}.weight: must be >= 0, got {float(weight)}")
     return PluginSpec(str(name), raw, float(weight))
 
 

@@ -21,10 +21,13 @@ class TrainingDiverged(GuidetuneError):
     """A loss term became NaN or infinite; training stopped before the optimizer step."""
 
 
-def did_you_mean(given: str, choices: Iterable[str], n: int = 1) -> str:
-    """``" Did you mean 'x'? Available: a, b, c"`` (the suggestion part only when one is close)."""
+def did_you_mean(given: str, choices: Iterable[str], n: int = 1, synonyms: dict[str, str] | None = None) -> str:
+    """``" Did you mean 'x'? Available: a, b, c"`` (the suggestion part only when one is close).
+
+    ``synonyms`` maps names users are likely to type (e.g. Hugging Face's ``learning_rate``) to ours."""
     choices = sorted(set(choices))
-    close = difflib.get_close_matches(str(given), choices, n=n, cutoff=0.6)
+    close = [synonyms[given]] if synonyms and given in synonyms else []
+    close = close or difflib.get_close_matches(str(given), choices, n=n, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     shown = choices if len(choices) <= 40 else choices[:40] + [f"... ({len(choices) - 40} more)"]
     return f"{hint} Available: {', '.join(shown)}"

@@ -79,6 +79,8 @@ def training_args(cfg: ExperimentConfig, run: RunDir):
         disable_tqdm=False,
         save_safetensors=True,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # Without an accelerator, accelerate only sets up multi-process (gloo) DDP when told "cpu".
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
     )
 
 
@@ -96,17 +98,22 @@ def _check_resumable(run: RunDir, cfg: ExperimentConfig) -> None:
 def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None) -> dict:
     """Train, evaluate and write the run directory; returns results.json's content."""
     run = RunDir(cfg.run_dir)
-    if run.exists() and not resume:
+    args = training_args(cfg, run)  # also joins the process group under torchrun / accelerate launch
+    exists, finished = run.exists(), run.finished()
+    _barrier(args)  # every process has looked before the main one writes anything
+    if exists and not resume:
         raise GuidetuneError(
             f"run directory '{run.path}' already exists; pass --resume to continue it, or set name=... for a new run"
         )
-    if resume and run.exists():
+    if resume and exists:
         _check_resumable(run, cfg)
-        if run.finished():
+        if finished:
             log.info("%s already finished; nothing to do", run.path)
             return run.read_results()
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config(cfg.to_dict())
+    main = args.process_index == 0
+    if main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg.to_dict())
 
     start = time.time()
     task, model, tokenizer = prepare(cfg)
@@ -114,9 +121,9 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
     log.info("fine-tune mode %s: %s of %s parameters trainable (%.2f%%)", cfg.finetune.mode,
              f"{params['trainable']:,}", f"{params['total']:,}", params["trainable_pct"])
     terms = build_terms(cfg, model, tokenizer)
-    args = training_args(cfg, run)
-    if args.process_index == 0:
-        run.write_meta(cfg.seed, {"parameters": params, "terms": {t.key: t.weight for t in terms}})
+    if main:
+        run.write_meta(cfg.seed, {"parameters": params, "terms": {t.key: t.weight for t in terms},
+                                  "world_size": args.world_size})
 
     periodic = PeriodicEval(task, cfg.train.eval_steps, cfg.train.eval_batch_size) if cfg.train.eval_steps else None
     trainer = GuidedTrainer(
@@ -132,7 +139,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
     if periodic:
         periodic.trainer = trainer
     checkpoint = run.last_checkpoint() if resume else None
-    if args.process_index == 0:
+    if main:
         run.truncate_metrics(int(checkpoint.name.split("-")[1]) if checkpoint else 0)
     if checkpoint:
         log.info("resuming from %s", checkpoint)
@@ -157,6 +164,13 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         if not cfg.train.keep_checkpoints:
             shutil.rmtree(run.checkpoints, ignore_errors=True)
     return results
+
+
+def _barrier(args) -> None:
+    import torch.distributed as dist
+
+    if args.world_size > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def sparsity_layers(cfg: ExperimentConfig, terms: list[Term]) -> list[str]:

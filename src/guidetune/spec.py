@@ -131,7 +131,8 @@ def build(cls: type, data: Any, where: str, errors: list[str] | None = None) -> 
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            errors.append(f"{where}.{key}: unknown field.{did_you_mean(str(key), fields)}")
+            hint = did_you_mean(str(key), fields, synonyms=getattr(cls, "SYNONYMS", None))
+            errors.append(f"{where}.{key}: unknown field.{hint}")
             continue
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}", errors)
     for name, f in fields.items():

@@ -1,0 +1,102 @@
+import re
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+from guidetune.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("kind,expect", [
+    ("bert", [r"encoder.layers.1.attn.probs\s+bert.encoder.layer.1.attention.self\s+\[batch, 4, query, key\]",
+              "encoder.layers.0.ffn.act", "[batch, seq, 64]"]),
+    ("gpt2", ["decoder.layers.1.ffn.act", "transformer.h.1.mlp.c_proj", "[batch, seq, 128]"]),
+    ("llama", ["decoder.layers.0.attn.probs", "model.layers.0.self_attn", "[batch, seq, 64]"]),
+    ("t5", ["decoder.layers.1.cross_attn.probs", "decoder.block.1.layer.1.EncDecAttention",
+            "encoder.layers.0.out"]),
+])
+def test_ls_layers_prints_canonical_names_paths_and_shapes(capsys, tiny_dirs, kind, expect):
+    head = {"bert": "classification", "t5": "seq2seq_lm"}.get(kind, "causal_lm")
+    code, out, _ = run_cli(capsys, "ls", "layers", str(tiny_dirs[kind]), "--head", head)
+    assert code == 0
+    for text in expect:
+        assert re.search(text if "\\s" in text else re.escape(text), out), text
+
+
+def test_ls_layers_minilm(capsys):
+    code, out, _ = run_cli(capsys, "ls", "layers", "minilm")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 + 6 * 5
+    assert "encoder.layers.5.ffn.act" in out and "[batch, seq, 1536]" in out and "[batch, 12, query, key]" in out
+
+
+def test_ls_registries(capsys):
+    code, out, _ = run_cli(capsys, "ls")
+    assert code == 0 and "l1" in out and "hoyer" in out and "classification" in out
+    code, out, _ = run_cli(capsys, "ls", "regularizers")
+    assert "tokens" in out and "all | last | eos | answer | entity" in out
+
+
+def test_validate_reports_every_error_with_exit_code_2(capsys, tmp_path, tiny_dirs, cls_data):
+    p = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, regularizers=[
+        {"name": "l1", "weight": 1.0, "layers": ["encoder.layers.9.out"]},
+        {"name": "hoyer", "weight": 1.0, "layers": ["encoder.fina"]}])
+    code, out, err = run_cli(capsys, "validate", str(p))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("error: regularizers[0].layers: unknown layer name 'encoder.layers.9.out'")
+    assert "Did you mean 'encoder.final'?" in lines[1] or "encoder.fina" in lines[1]
+    code, out, _ = run_cli(capsys, "validate", str(tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="ok")))
+    assert code == 0 and out.strip().endswith(": OK")
+
+
+def test_validate_config_and_data_errors_together(capsys, tmp_path, tiny_dirs, cls_data):
+    p = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, train={"lr": -1.0}, bogus=1)
+    code, _, err = run_cli(capsys, "validate", str(p))
+    assert code == 2 and "train.lr: must be > 0" in err and "bogus: unknown field" in err
+
+
+def test_train_and_eval_from_the_cli(capsys, tmp_path, tiny_dirs, cls_data):
+    p = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="cli")
+    code, out, _ = run_cli(capsys, "train", str(p), "train.max_steps=2", "regularizers=[{name: l1, weight: 0.1}]")
+    assert code == 0 and "\ncli: accuracy=" in out
+    saved = yaml.safe_load((tmp_path / "runs" / "cli" / "config.yaml").read_text())
+    assert saved["train"]["max_steps"] == 2 and saved["regularizers"][0]["weight"] == 0.1
+    code, out, _ = run_cli(capsys, "train", str(p))
+    assert code == 2  # the run exists: say how to resume instead of overwriting it
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path / "runs" / "cli"))
+    assert code == 0 and "accuracy=" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "missing.yaml"], "error: config file not found: 'missing.yaml'"),
+    (["ls", "layers", "./nowhere"], "error: model.name: no such directory './nowhere'"),
+    (["eval", "./not-a-run"], "error: not a run directory (no config.yaml): './not-a-run'"),
+])
+def test_bad_input_is_one_line(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1
+
+
+def test_unknown_regularizer_and_negative_weight_on_the_command_line(capsys, tmp_path, tiny_dirs, cls_data):
+    p = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="bad")
+    code, _, err = run_cli(capsys, "train", str(p), "regularizers=[{name: l2, weight: -1}]")
+    assert code == 2
+    assert "error: regularizers[0].weight: must be >= 0, got -1.0" in err
+    assert "error: regularizers[0].name: unknown regularizer 'l2'. Did you mean 'l1'?" in err
+
+
+def test_help_on_each_command(capsys):
+    for cmd in ["train", "eval", "validate", "ls", "demo"]:
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: guidetune " + cmd in capsys.readouterr().out

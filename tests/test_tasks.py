@@ -1,0 +1,47 @@
+import pytest
+
+from guidetune.config import PluginSpec, build_plugin
+from guidetune.errors import GuidetuneError
+from guidetune.evaluation.metrics import classification_metrics
+from guidetune.tasks import TASKS
+
+
+def _task(tok, tmp_path, lines, name="train.jsonl", **params):
+    p = tmp_path / name
+    p.write_text(lines)
+    t = build_plugin(TASKS, PluginSpec("classification", {"train": str(p), "eval": str(p), **params}))
+    t.setup(tok)
+    return t
+
+
+def test_missing_column_names_file_row_and_column(tok, tmp_path):
+    with pytest.raises(GuidetuneError) as e:
+        _task(tok, tmp_path, '{"text": "a", "label": "x"}\n{"txt": "b", "label": "y"}\n')
+    assert str(e.value) == f"{tmp_path / 'train.jsonl'}:2: missing column 'text' (columns here: txt, label)"
+
+
+def test_malformed_json_names_file_and_line(tok, tmp_path):
+    with pytest.raises(GuidetuneError, match=r"train.jsonl:2: malformed JSON"):
+        _task(tok, tmp_path, '{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
+
+
+def test_csv_pairs_and_labels(tok, tmp_path):
+    t = _task(tok, tmp_path, "q,p,label\nis it,yes it is,1\nis it,no,0\n", name="d.csv",
+              text_field="q", text_pair_field="p")
+    feats = t.dataset("train")
+    assert t.labels == ["0", "1"] and [f["labels"] for f in feats] == [1, 0]
+    assert tok.decode(feats[0]["input_ids"]) == "[CLS] is it [SEP] yes it is [SEP]"
+    assert feats[0]["gt_eos_index"] == len(feats[0]["input_ids"]) - 1
+
+
+def test_csv_row_with_too_many_columns(tok, tmp_path):
+    with pytest.raises(GuidetuneError, match=r"d.csv:3: 4 columns, the header has 2"):
+        _task(tok, tmp_path, "text,label\na,1\nb,1,2,3\n", name="d.csv")
+
+
+def test_metrics_by_hand():
+    m = classification_metrics([1, 1, 0, 0, 1], [1, 0, 0, 1, 1], num_labels=2, positive=1)
+    # positive class: tp=2, fp=1, fn=1 -> P=R=F1=2/3; negative: tp=1, fp=1, fn=1 -> 1/2
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["f1_macro"] == pytest.approx((2 / 3 + 1 / 2) / 2)
