@@ -128,7 +128,7 @@ def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str
         config=config,
         trust_remote_code=spec.trust_remote_code,
         use_safetensors=None if spec.allow_pickle else True,
-        torch_dtype=getattr(torch, spec.dtype),
+        dtype=getattr(torch, spec.dtype),
     )
     if spec.attn_implementation:
         kwargs["attn_implementation"] = spec.attn_implementation
