@@ -16,6 +16,15 @@ def _batch(tok):
     return enc
 
 
+def _rich_batch(tok):
+    """Everything a task can mark: token indices and positive pairs (the contract tests use it)."""
+    enc = dict(tok(["is a cat a mammal ?", "can a cat purr ?", "is a fish a mammal ?", "can a fish swim ?"],
+                   return_tensors="pt", padding=True))
+    enc.update(gt_eos_index=enc["attention_mask"].sum(1) - 1, gt_answer_index=enc["attention_mask"].sum(1) - 2,
+               gt_entity_index=torch.tensor([3, 3, 3, 3]), gt_pair_id=torch.tensor([0, 0, 1, 1]))
+    return enc
+
+
 def _run(model, reg, batch):
     reg.setup(model, None)
     with Capture(model, reg.captured) as cap:
@@ -116,7 +125,7 @@ def _blocks_with_grad(model) -> set[int]:
 def test_contract_defaults_give_a_finite_loss(name, tok):
     model = tiny_model("bert", head="classification", num_hidden_layers=3)
     reg = build_plugin(REGULARIZERS, PluginSpec(name, {}))
-    loss, _ = _run(model, reg, _batch(tok))
+    loss, _ = _run(model, reg, _rich_batch(tok))
     value = loss[0] if isinstance(loss, tuple) else loss
     assert value.ndim == 0 and math.isfinite(float(value))
 
@@ -127,7 +136,7 @@ def test_contract_gradient_reaches_exactly_the_named_layers(name, tok):
     reg = build_plugin(REGULARIZERS, PluginSpec(name, {"layers": ["encoder.layers.1"]}))
     reg.setup(model, None)
     assert {LayerScheme.from_model(model).parse(n)[1] for n in reg.captured} == {1}
-    loss, _ = _run(model, reg, _batch(tok))
+    loss, _ = _run(model, reg, _rich_batch(tok))
     value = loss[0] if isinstance(loss, tuple) else loss
     value.backward()
     assert _blocks_with_grad(model) == {0, 1}  # layer 2 and the head are after the named layer

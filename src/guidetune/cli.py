@@ -70,7 +70,7 @@ def cmd_ls(a) -> int:
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
-    run_demo(a.output_dir)
+    run_demo(a.output_dir, a.which)
     return 0
 
 
@@ -106,8 +106,11 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--trust-remote-code", action="store_true")
     ls.set_defaults(fn=cmd_ls)
 
-    d = sub.add_parser("demo", help="the packaged demo on MiniLM (plain vs. regularized)")
+    d = sub.add_parser("demo", help="the packaged demo on MiniLM (plain vs. regularized)",
+                       description="belief: SpARC on the built-in mini belief bank (adapter, + L1, + L1 + "
+                       "contrastive); sentiment: full fine-tuning with and without L1.")
     d.add_argument("--output-dir", default="runs/demo")
+    d.add_argument("--which", choices=["belief", "sentiment"], default="belief")
     d.set_defaults(fn=cmd_demo)
     return p
 

@@ -125,6 +125,10 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         run.write_meta(cfg.seed, {"parameters": params, "terms": {t.key: t.weight for t in terms},
                                   "world_size": args.world_size})
 
+    sampler = task.train_sampler(cfg.seed) if hasattr(task, "train_sampler") else None
+    if sampler is not None and (cfg.train.batch_size < 2 or cfg.train.batch_size % 2):
+        raise GuidetuneError(f"train.batch_size: must be even when task.pairs is set, so that every batch holds "
+                             f"whole positive pairs; got {cfg.train.batch_size}")
     periodic = PeriodicEval(task, cfg.train.eval_steps, cfg.train.eval_batch_size) if cfg.train.eval_steps else None
     trainer = GuidedTrainer(
         model=model,
@@ -134,6 +138,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         processing_class=tokenizer,
         terms=terms,
         run=run,
+        train_sampler=sampler,
         callbacks=[JsonlLogger(run), CheckpointMarker(run)] + ([periodic] if periodic else []) + list(callbacks or []),
     )
     if periodic:
@@ -153,6 +158,8 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
                   "runtime_s": round(time.time() - start, 2)},
         "parameters": params,
     }
+    if hasattr(task, "describe"):
+        results["data"] = task.describe()
     layers = sparsity_layers(cfg, terms)
     if layers:
         from .evaluation.sparsity import activation_sparsity
@@ -160,6 +167,8 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         results["sparsity"] = activation_sparsity(trainer.model, task, "eval", layers, cfg.train.eval_batch_size)
     if trainer.is_world_process_zero():
         save_finetuned(trainer.model, tokenizer, run.model, cfg.finetune.mode)
+        if getattr(task, "predictions", None):
+            run.write_jsonl("predictions.jsonl", task.predictions)
         run.write_results(results)
         if not cfg.train.keep_checkpoints:
             shutil.rmtree(run.checkpoints, ignore_errors=True)

@@ -104,6 +104,9 @@ class RunDir:
     def write_results(self, results: dict) -> None:
         atomic_json(self.results, results)
 
+    def write_jsonl(self, name: str, records: list[dict]) -> None:
+        atomic_write(self.path / name, "".join(json.dumps(r, default=str) + "\n" for r in records))
+
     def read_results(self) -> dict:
         return json.loads(self.results.read_text())
 

@@ -36,7 +36,9 @@ class Term:
 class GuidedTrainer(Trainer):
     """``Trainer`` + regularizer terms on captured activations (see module docstring)."""
 
-    def __init__(self, *args, terms: list[Term] | None = None, run: RunDir | None = None, **kwargs):
+    def __init__(self, *args, terms: list[Term] | None = None, run: RunDir | None = None, train_sampler=None,
+                 **kwargs):
+        self._sampler = train_sampler
         super().__init__(*args, **kwargs)
         self.terms = list(terms or [])
         self.run = run
@@ -51,6 +53,10 @@ class GuidedTrainer(Trainer):
                 names += [n for n in t.regularizer.captured if n not in names]
             self._capture = Capture(self.model, names)
         return self._capture
+
+    def _get_train_sampler(self, train_dataset=None):
+        # A task may need its own order (e.g. positive pairs kept whole in every batch).
+        return self._sampler if self._sampler is not None else super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         extras = {k: inputs.pop(k) for k in list(inputs) if k.startswith("gt_")}
