@@ -68,6 +68,8 @@ def tiny_config(tmp_path: Path, model_dir: Path, data: dict, **extra) -> Path:
         "task": {"name": "classification", "train": str(data["train"]), "eval": str(data["eval"]), "max_length": 16},
         "train": {"max_steps": 6, "lr": 1e-3, "batch_size": 4, "logging_steps": 2, "save_steps": 3},
     }
+    if "task" in extra:
+        cfg["task"] = extra.pop("task")
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):
             cfg[k].update(v)

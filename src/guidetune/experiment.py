@@ -170,6 +170,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         if getattr(task, "predictions", None):
             run.write_jsonl("predictions.jsonl", task.predictions)
         run.write_results(results)
+        results = run.read_results()
         if not cfg.train.keep_checkpoints:
             shutil.rmtree(run.checkpoints, ignore_errors=True)
     return results

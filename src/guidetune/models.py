@@ -5,6 +5,7 @@ explicit ``allow_pickle``; ``trust_remote_code`` stays off unless asked.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -137,6 +138,9 @@ def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str
     except (OSError, ValueError) as e:
         raise GuidetuneError(f"model.name: could not load '{spec.name}': {str(e).splitlines()[0]}") from None
     tok = load_tokenizer(spec)
+    accepted = inspect.signature(model.forward).parameters
+    if "token_type_ids" not in accepted:  # e.g. a BERT tokenizer serving a T5 or GPT-2 model
+        tok.model_input_names = [n for n in tok.model_input_names if n != "token_type_ids"]
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
     return model, tok

@@ -13,6 +13,7 @@ place, so a killed process leaves either the old or the new version, never half 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -46,8 +47,19 @@ def atomic_write(path: str | Path, text: str) -> None:
         raise
 
 
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None, so the file is strict JSON (a metric with nothing to measure is null)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_json(path: str | Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write(path, json.dumps(_finite(obj), indent=2, sort_keys=False, default=str) + "\n")
 
 
 def versions() -> dict[str, str]:

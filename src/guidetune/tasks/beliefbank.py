@@ -192,6 +192,8 @@ class BeliefBankTask:
     # ---- answering and evaluation ------------------------------------------------------------------
     def answer(self, model, questions: list[Question], batch_size: int = 64) -> list[bool]:
         """The model's yes (True) / no answer to each question; identical texts are asked once."""
+        if not questions:
+            return []
         unique = list(dict.fromkeys(q.text for q in questions))
         first = {}
         for q in questions:
