@@ -74,6 +74,24 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def cmd_sweep(a) -> int:
+    from .sweep import run_sweep
+
+    out = run_sweep(a.sweep, dry_run=a.dry_run)
+    if not a.dry_run:
+        print((out / "summary.md").read_text())
+        print(f"written: {out}/summary.md, summary.csv, runs.csv, summary.png")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .report import write_report
+
+    path = write_report(a.run_dirs, a.out)
+    print(f"written: {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guidetune", description="Interpretability-guided fine-tuning of transformers.")
     p.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -105,6 +123,18 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--head", default="encoder", help="head to load for 'layers' (default: bare model)")
     ls.add_argument("--trust-remote-code", action="store_true")
     ls.set_defaults(fn=cmd_ls)
+
+    sw = sub.add_parser("sweep", help="base config x variants x grid x seeds; resumable; summary tables",
+                        description="Run every configuration of SWEEP (see guidetune.sweep for the format), "
+                        "skipping finished runs, then write summary.csv/.md/.png.")
+    sw.add_argument("sweep")
+    sw.add_argument("--dry-run", action="store_true", help="validate and list the runs without training")
+    sw.set_defaults(fn=cmd_sweep)
+
+    rp = sub.add_parser("report", help="one self-contained HTML report over run directories")
+    rp.add_argument("run_dirs", nargs="+")
+    rp.add_argument("--out", default="report.html")
+    rp.set_defaults(fn=cmd_report)
 
     d = sub.add_parser("demo", help="the packaged demo on MiniLM (plain vs. regularized)",
                        description="belief: SpARC on the built-in mini belief bank (adapter, + L1, + L1 + "

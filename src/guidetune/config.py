@@ -161,48 +161,49 @@ def read_yaml(path: str | Path) -> dict:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a raw config dict; returns a copy."""
-    data = copy.deepcopy(data)
-    errors = []
+    errors, values = [], {}
     for item in overrides:
         if "=" not in item:
             errors.append(f"override '{item}': expected key=value, e.g. train.lr=1e-4")
             continue
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            values[key] = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
-            value = raw
-        parts = key.split(".")
+            values[key] = raw
+    if errors:
+        raise ConfigError(errors)
+    return apply_values(data, values)
+
+
+def apply_values(data: dict, values: dict[str, Any]) -> dict:
+    """Set dotted keys (``train.lr``, ``regularizers.0.weight``) in a copy of a raw config dict."""
+    data = copy.deepcopy(data)
+    errors = []
+    for key, value in values.items():
+        parts = str(key).split(".")
+        if parts[0] not in _TOP:
+            errors.append(f"override '{key}': unknown field '{parts[0]}'.{did_you_mean(parts[0], _TOP)}")
+            continue
         node: Any = data
-        ok = True
-        for i, part in enumerate(parts[:-1]):
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
                     errors.append(f"override '{key}': '{part}' is not an index of a list of {len(node)}")
-                    ok = False
                     break
-                node = node[int(part)]
+                if last:
+                    node[int(part)] = copy.deepcopy(value)
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = copy.deepcopy(value)
+                else:
+                    node = node.setdefault(part, {})
             else:
-                if i == 0 and part not in _TOP:
-                    errors.append(f"override '{key}': unknown field '{part}'.{did_you_mean(part, _TOP)}")
-                    ok = False
-                    break
-                node = node.setdefault(part, {})
-        if not ok:
-            continue
-        last = parts[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                errors.append(f"override '{key}': '{last}' is not an index of a list of {len(node)}")
-                continue
-            node[int(last)] = value
-        elif isinstance(node, dict):
-            if len(parts) == 1 and last not in _TOP:
-                errors.append(f"override '{key}': unknown field '{last}'.{did_you_mean(last, _TOP)}")
-                continue
-            node[last] = value
-        else:
-            errors.append(f"override '{key}': '{'.'.join(parts[:-1])}' is not a mapping")
+                errors.append(f"override '{key}': '{'.'.join(parts[:i])}' is not a mapping")
+                break
     if errors:
         raise ConfigError(errors)
     return data

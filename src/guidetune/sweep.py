@@ -1,0 +1,187 @@
+"""``guidetune sweep``: a base config x named variants x a grid of overrides x seeds, resumable.
+
+    base: sparc_base.yaml          # relative to the sweep file
+    name: sparc-table              # runs go to <output_dir>/<name>/<label>-s<seed>/
+    seeds: [0, 1, 2]
+    grid: {train.lr: [1.0e-4, 1.0e-3]}          # optional cartesian product, crossed with every variant
+    variants:                                    # optional; each a label and field values to set
+      - {label: full, set: {finetune.mode: full}}
+      - {label: adapter-l1, set: {regularizers: [{name: l1, weight: 0.05}]}, seeds: [0, 1, 2]}
+    metrics: [f1, multihop_consistency]          # optional; default: every non-count metric
+
+Finished runs (with results.json) are skipped and a run killed mid-training resumes from its last
+checkpoint, so re-running a killed sweep continues it. The sweep writes ``runs.csv`` (one row per run),
+``summary.csv`` and ``summary.md`` (mean and inter-quartile range per metric per configuration) and
+``summary.png`` (bars of the means with IQR whiskers).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import apply_values, parse_config, read_yaml
+from .errors import ConfigError, GuidetuneError
+from .runs import RunDir, atomic_write
+from .spec import build
+
+log = logging.getLogger(__name__)
+COUNT_KEYS = ("n", "checks", "questions", "applicable", "tokens")
+
+
+@dataclass
+class Variant:
+    label: str
+    set: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] | None = None
+
+
+@dataclass
+class SweepSpec:
+    base: str
+    name: str
+    seeds: list[int] = field(default_factory=lambda: [0])
+    grid: dict[str, list] = field(default_factory=dict)
+    variants: list[Variant] = field(default_factory=list)
+    output_dir: str | None = None
+    metrics: list[str] | None = None
+
+
+@dataclass
+class Planned:
+    label: str
+    seed: int
+    config: Any  # ExperimentConfig
+
+
+def plan(path: str | Path) -> tuple[SweepSpec, list[Planned]]:
+    """Every run of the sweep, validated; all problems are reported together."""
+    path = Path(path)
+    spec = build(SweepSpec, read_yaml(path), "sweep")
+    base_path = (path.parent / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
+    base = read_yaml(base_path)
+    out_dir = str(Path(spec.output_dir or base.get("output_dir", "runs")) / spec.name)
+    variants = spec.variants or [Variant(label="base")]
+    keys = list(spec.grid)
+    combos = list(itertools.product(*[spec.grid[k] for k in keys])) or [()]
+    errors, runs, labels = [], [], set()
+    for v in variants:
+        for combo in combos:
+            values = {**v.set, **dict(zip(keys, combo))}
+            label = v.label + "".join(f"-{k.split('.')[-1]}={c}" for k, c in zip(keys, combo))
+            if label in labels:
+                errors.append(f"sweep: configuration label '{label}' appears twice")
+                continue
+            labels.add(label)
+            try:
+                data = apply_values(base, values)
+            except ConfigError as e:
+                errors += [f"sweep variant '{v.label}': {m}" for m in e.messages]
+                continue
+            for seed in v.seeds or spec.seeds:
+                try:
+                    cfg = parse_config({**data, "name": f"{label}-s{seed}", "seed": seed, "output_dir": out_dir},
+                                       source=str(base_path))
+                except ConfigError as e:
+                    errors += [f"sweep variant '{v.label}': {m}" for m in e.messages if m not in " ".join(errors)]
+                    break
+                runs.append(Planned(label, seed, cfg))
+    if errors:
+        raise ConfigError(errors)
+    return spec, runs
+
+
+def run_sweep(path: str | Path, dry_run: bool = False) -> Path:
+    from .experiment import run_training
+
+    spec, runs = plan(path)
+    out = runs[0].config.run_dir.parent
+    for i, r in enumerate(runs, 1):
+        run = RunDir(r.config.run_dir)
+        state = "done" if run.finished() else ("resume" if run.exists() else "new")
+        print(f"[{i}/{len(runs)}] {r.label} seed {r.seed}: {state}", flush=True)
+        if dry_run or state == "done":
+            continue
+        run_training(r.config, resume=state == "resume")
+    if not dry_run:
+        summarize(out, runs, spec.metrics)
+    return out
+
+
+def _flatten(results: dict) -> dict[str, float]:
+    row = {k: v for k, v in results.get("metrics", {}).items()
+           if isinstance(v, (int, float)) and not k.endswith(COUNT_KEYS)}
+    for layer, s in results.get("sparsity", {}).items():
+        short = layer.replace("encoder.layers.", "enc").replace("decoder.layers.", "dec")
+        row[f"hoyer[{short}]"] = s["hoyer"]
+        row[f"near_zero[{short}]"] = s["near_zero"]
+    return row
+
+
+def summarize(out: Path, runs: list[Planned], metrics: list[str] | None = None) -> dict:
+    """Write runs.csv, summary.csv, summary.md and summary.png for the finished runs."""
+    rows = []
+    for r in runs:
+        run = RunDir(r.config.run_dir)
+        if run.finished():
+            rows.append({"label": r.label, "seed": r.seed, **_flatten(run.read_results())})
+    if not rows:
+        raise GuidetuneError(f"sweep: no finished run under {out} to summarize")
+    cols = metrics or sorted({k for row in rows for k in row if k not in ("label", "seed")})
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    summary = {}
+    for label in labels:
+        vals = {c: np.array([r[c] for r in rows if r["label"] == label and r.get(c) is not None], dtype=float)
+                for c in cols}
+        summary[label] = {c: (float(v.mean()) if v.size else float("nan"),
+                              float(np.subtract(*np.percentile(v, [75, 25]))) if v.size else float("nan"),
+                              int(v.size)) for c, v in vals.items()}
+    _write_csv(out / "runs.csv", ["label", "seed"] + cols, rows)
+    flat = [{"label": lab, **{f"{c}_mean": m for c, (m, _, _) in s.items()},
+             **{f"{c}_iqr": q for c, (_, q, _) in s.items()}, "seeds": max(n for _, _, n in s.values())}
+            for lab, s in summary.items()]
+    _write_csv(out / "summary.csv", ["label", "seeds"] + [f"{c}_{k}" for c in cols for k in ("mean", "iqr")], flat)
+    md = ["| configuration | seeds | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    for lab, s in summary.items():
+        cells = [f"{m:.3f} ({q:.3f})" if n > 1 else f"{m:.3f}" for m, q, n in s.values()]
+        md.append(f"| {lab} | {max(n for _, _, n in s.values())} | " + " | ".join(cells) + " |")
+    md.append("\nCells: mean over seeds (inter-quartile range when there is more than one seed).")
+    atomic_write(out / "summary.md", "\n".join(md) + "\n")
+    _bar_chart(out / "summary.png", summary, cols)
+    return summary
+
+
+def _write_csv(path: Path, cols: list[str], rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
+def _bar_chart(path: Path, summary: dict, cols: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(summary)
+    fig, axes = plt.subplots(1, len(cols), figsize=(max(4, 1.2 * len(labels)) * min(len(cols), 4) / 2 + 2, 4),
+                             squeeze=False)
+    for ax, c in zip(axes[0], cols):
+        means = [summary[lab][c][0] for lab in labels]
+        iqr = [summary[lab][c][1] / 2 for lab in labels]
+        ax.bar(range(len(labels)), means, yerr=iqr, capsize=3, color="#4C72B0")
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(c, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

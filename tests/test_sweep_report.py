@@ -1,0 +1,74 @@
+import csv
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+from guidetune.cli import main
+from guidetune.errors import ConfigError
+from guidetune.sweep import plan, run_sweep
+
+
+def _sweep(tmp_path, tiny_dirs, cls_data, **spec):
+    base = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="base", train={"max_steps": 2})
+    doc = {"base": base.name, "name": "sw", "seeds": [0, 1], **spec}
+    p = tmp_path / "sweep.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def test_plan_crosses_variants_grid_and_seeds(tmp_path, tiny_dirs, cls_data):
+    p = _sweep(tmp_path, tiny_dirs, cls_data, grid={"train.lr": [1e-3, 1e-4]},
+               variants=[{"label": "plain"},
+                         {"label": "l1", "set": {"regularizers": [{"name": "l1", "weight": 0.1}]}, "seeds": [5]}])
+    _, runs = plan(p)
+    assert [(r.label, r.seed) for r in runs] == [
+        ("plain-lr=0.001", 0), ("plain-lr=0.001", 1), ("plain-lr=0.0001", 0), ("plain-lr=0.0001", 1),
+        ("l1-lr=0.001", 5), ("l1-lr=0.0001", 5)]
+    assert runs[-1].config.train.lr == 1e-4 and runs[-1].config.regularizers[0].weight == 0.1
+    assert runs[0].config.run_dir == tmp_path / "runs" / "sw" / "plain-lr=0.001-s0"
+
+
+def test_a_key_that_does_not_exist_is_named_with_a_suggestion(tmp_path, tiny_dirs, cls_data):
+    p = _sweep(tmp_path, tiny_dirs, cls_data, variants=[{"label": "bad", "set": {"train.lrr": 1e-3}},
+                                                        {"label": "worse", "set": {"trian.lr": 1e-3}}])
+    with pytest.raises(ConfigError) as e:
+        plan(p)
+    text = "\n".join(e.value.messages)
+    assert "sweep variant 'bad': train.lrr: unknown field. Did you mean 'lr'?" in text
+    assert "sweep variant 'worse': override 'trian.lr': unknown field 'trian'. Did you mean 'train'?" in text
+
+
+@pytest.mark.slow
+def test_sweep_runs_skips_finished_and_summarizes(tmp_path, tiny_dirs, cls_data, capsys):
+    p = _sweep(tmp_path, tiny_dirs, cls_data,
+               variants=[{"label": "plain"}, {"label": "l1", "set": {"regularizers": [{"name": "l1", "weight": 0.1}]}}])
+    out = run_sweep(p)
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert [(r["label"], r["seed"]) for r in rows] == [("plain", "0"), ("plain", "1"), ("l1", "0"), ("l1", "1")]
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    accs = [float(r["accuracy"]) for r in rows if r["label"] == "l1"]
+    l1 = next(s for s in summary if s["label"] == "l1")
+    assert float(l1["accuracy_mean"]) == pytest.approx(sum(accs) / 2)
+    assert float(l1["accuracy_iqr"]) == pytest.approx(abs(accs[0] - accs[1]) / 2)  # numpy's linear quartiles
+    assert "| l1 | 2 |" in (out / "summary.md").read_text()
+    assert (out / "summary.png").stat().st_size > 1000
+    capsys.readouterr()
+    run_sweep(p)  # everything finished: nothing is retrained
+    assert capsys.readouterr().out.count(": done") == 4
+
+
+def test_report_is_self_contained_with_metrics_diffs_and_curves(tmp_path, tiny_dirs, cls_data, capsys):
+    dirs = []
+    for name, regs in [("a", []), ("b", [{"name": "l1", "weight": 0.1}])]:
+        cfg = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name=name, regularizers=regs,
+                          train={"max_steps": 2, "logging_steps": 1})
+        assert main(["train", str(cfg)]) == 0
+        dirs.append(str(tmp_path / "runs" / name))
+    out = tmp_path / "r.html"
+    assert main(["report", *dirs, "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "<h2>Metrics</h2>" in page and "accuracy" in page
+    assert "regularizers.0.weight" in page  # the config difference between the runs
+    assert "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
