@@ -41,3 +41,59 @@ def interleaved(fns: dict, rounds: int, reps: int) -> dict[str, float]:
 def header(title: str) -> None:
     print(f"# {title}")
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def time_trainer_steps(model, feats, terms: list, steps: int, rounds: int, batch_size: int = 16,
+                       sampler=None) -> dict[str, float]:
+    """Median step time (s) of a plain HF Trainer and of GuidedTrainer with ``terms`` on the same data.
+
+    Each step is timed between the Trainer's on_step_begin and on_step_end callbacks; the two trainers
+    alternate in ``rounds`` so machine noise hits both alike; the first 3 steps of each run are dropped.
+    """
+    import tempfile
+
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from guidetune.finetune.trainer import GuidedTrainer
+    from guidetune.tasks.base import pad_batch
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times = []
+
+        def on_step_begin(self, *args, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *args, **kw):
+            self.times.append(time.perf_counter() - self.t0)
+
+    class Plain(Trainer):  # drops guidetune's gt_* keys, which only the regularizers read
+        def compute_loss(self, model, inputs, *a, **kw):
+            return super().compute_loss(model, {k: v for k, v in inputs.items() if not k.startswith("gt_")}, *a, **kw)
+
+        def _get_train_sampler(self, ds=None):
+            return sampler if sampler is not None else super()._get_train_sampler(ds)
+
+    from transformers import AutoTokenizer
+
+    from guidetune.testing import minilm_dir
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    times = {"plain": [], "guided": []}
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=batch_size,
+                                 learning_rate=1e-5, report_to="none", save_strategy="no", logging_steps=10**6,
+                                 disable_tqdm=True, use_cpu=True, seed=0, dataloader_pin_memory=False,
+                                 remove_unused_columns=False)
+        collate = lambda f: pad_batch(tok, f)  # noqa: E731
+        for _ in range(rounds):
+            for kind in ("plain", "guided"):
+                timer = Timer()
+                if kind == "plain":
+                    tr = Plain(model=model, args=args, train_dataset=feats, data_collator=collate, callbacks=[timer])
+                else:
+                    tr = GuidedTrainer(model=model, args=args, train_dataset=feats, data_collator=collate,
+                                       callbacks=[timer], terms=terms, train_sampler=sampler)
+                tr.train()
+                times[kind] += timer.times[3:]
+    return {k: statistics.median(v) for k, v in times.items()}

@@ -31,6 +31,9 @@ def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
     task = build_plugin(TASKS, cfg.task)
     if getattr(task, "head", cfg.model.head) not in (cfg.model.head, "any"):
         errors.append(f"model.head: task '{cfg.task.name}' needs head '{task.head}', got '{cfg.model.head}'")
+    if getattr(task, "pairs", "none") != "none" and (cfg.train.batch_size < 2 or cfg.train.batch_size % 2):
+        errors.append(f"train.batch_size: must be even when task.pairs is set, so that every batch holds whole "
+                      f"positive pairs; got {cfg.train.batch_size}")
     try:
         task.num_labels()  # reads the training file
     except GuidetuneError as e:
