@@ -32,6 +32,9 @@ def test_aliases_and_globs_expand_to_canonical_names():
     assert s.expand("encoder.layers.2") == ["encoder.layers.2.out"]
     assert s.expand("encoder.layers.*.ffn.act") == [f"encoder.layers.{i}.ffn.act" for i in range(6)]
     assert s.expand(["encoder.final", "encoder.layers.5.out"]) == ["encoder.layers.5.out"]  # deduplicated
+    assert s.expand("encoder.layers.*") == [f"encoder.layers.{i}.out" for i in range(6)]  # * stays in one component
+    assert s.expand("**.attn.probs") == [f"encoder.layers.{i}.attn.probs" for i in range(6)]
+    assert s.expand("encoder.layers.?.ffn.*")[:2] == ["encoder.layers.0.ffn.act", "encoder.layers.0.ffn.out"]
 
 
 def test_stackless_alias_means_the_decoder_of_a_seq2seq_model():

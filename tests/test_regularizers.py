@@ -18,7 +18,7 @@ def _batch(tok):
 
 def _rich_batch(tok):
     """Everything a task can mark: token indices and positive pairs (the contract tests use it)."""
-    enc = dict(tok(["is a cat a mammal ?", "can a cat purr ?", "is a fish a mammal ?", "can a fish swim ?"],
+    enc = dict(tok(["is a cat a mammal ?", "can a cat not purr ?", "is a fish not a mammal ?", "can a fish swim ?"],
                    return_tensors="pt", padding=True))
     enc.update(gt_eos_index=enc["attention_mask"].sum(1) - 1, gt_answer_index=enc["attention_mask"].sum(1) - 2,
                gt_entity_index=torch.tensor([3, 3, 3, 3]), gt_pair_id=torch.tensor([0, 0, 1, 1]))
@@ -26,7 +26,9 @@ def _rich_batch(tok):
 
 
 def _run(model, reg, batch):
-    reg.setup(model, None)
+    from guidetune.testing import tokenizer
+
+    reg.setup(model, tokenizer())
     with Capture(model, reg.captured) as cap:
         model(**{k: v for k, v in batch.items() if not k.startswith("gt_")})
     return reg.loss(cap, batch), cap
@@ -134,7 +136,7 @@ def test_contract_defaults_give_a_finite_loss(name, tok):
 def test_contract_gradient_reaches_exactly_the_named_layers(name, tok):
     model = tiny_model("bert", head="classification", num_hidden_layers=3)
     reg = build_plugin(REGULARIZERS, PluginSpec(name, {"layers": ["encoder.layers.1"]}))
-    reg.setup(model, None)
+    reg.setup(model, tok)
     assert {LayerScheme.from_model(model).parse(n)[1] for n in reg.captured} == {1}
     loss, _ = _run(model, reg, _rich_batch(tok))
     value = loss[0] if isinstance(loss, tuple) else loss

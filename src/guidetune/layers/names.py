@@ -20,17 +20,17 @@ A canonical name is ``{stack}.layers.{i}.{site}``:
   ``act(x W1)`` for BERT/GPT-2/T5, and ``act(x W_gate) * (x W_up)`` for gated FFNs (LLaMA, T5 v1.1),
   i.e. the gated product is "the neurons". In T5 it is taken after T5's own FFN dropout (identity in eval).
 
+Globs: ``*`` matches one dotted component, ``**`` any number (``**.attn.probs`` = every attention).
 Aliases: ``{stack}.first``, ``{stack}.middle`` (layer ``n // 2``), ``{stack}.final`` (layer ``n - 1``), and
 stack-less ``first``/``middle``/``final`` for the stack that feeds the head (the decoder if the model
 has one, else the encoder); a name without a site means ``.out`` (``encoder.final`` == ``encoder.layers.5.out`` on MiniLM). Globs
-(``encoder.layers.*.ffn.act``, ``*.attn.probs``) expand over the canonical names.
+(``encoder.layers.*.ffn.act``, ``**.attn.probs``) expand over the canonical names.
 
 Names are resolved against the model at hand, after unwrapping PEFT, DDP and AdapterHub wrappers, so
 the same name addresses the same tensor after LoRA or bottleneck-adapter wrapping.
 """
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -113,6 +113,22 @@ FAMILIES: tuple[Family, ...] = (
 
 ALIASES = ("first", "middle", "final")
 _NAME = re.compile(r"^(?P<stack>encoder|decoder)\.layers\.(?P<idx>\d+)(?:\.(?P<site>.+))?$")
+
+
+def _glob(pattern: str) -> "re.Pattern[str]":
+    """``*`` matches within one dotted component, ``**`` across components, ``?`` one character."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^.]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^.]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
 
 
 def family_of(config: Any) -> Family:
@@ -236,9 +252,9 @@ class LayerScheme:
                 raise GuidetuneError(f"layer name must be a non-empty string, got {raw!r}")
             name = self._canonical(raw)
             if any(ch in name for ch in "*?["):
-                hits = [k for k in known if fnmatch.fnmatchcase(k, name)]
-                if not hits:
-                    hits = [k for k in known if fnmatch.fnmatchcase(k, name + ".out")]
+                hits = [k for k in known if _glob(name).fullmatch(k)]
+                if not hits:  # "encoder.layers.*" means the block outputs
+                    hits = [k for k in known if _glob(name + ".out").fullmatch(k)]
                 if not hits:
                     raise GuidetuneError(
                         f"layer pattern '{raw}' matches no layer of this {self.family.name} model."
