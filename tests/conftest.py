@@ -65,7 +65,8 @@ def tiny_config(tmp_path: Path, model_dir: Path, data: dict, **extra) -> Path:
         "seed": 0,
         "output_dir": str(tmp_path / "runs"),
         "model": {"name": str(model_dir), "head": "classification"},
-        "task": {"name": "classification", "train": str(data["train"]), "eval": str(data["eval"]), "max_length": 16},
+        "task": {"name": "classification", "train": str(data.get("train")), "eval": str(data.get("eval")),
+                 "max_length": 16},
         "train": {"max_steps": 6, "lr": 1e-3, "batch_size": 4, "logging_steps": 2, "save_steps": 3},
     }
     if "task" in extra:

@@ -120,6 +120,8 @@ class ExperimentConfig:
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     regularizers: list[PluginSpec] = field(default_factory=list)
+    eval_tasks: list[PluginSpec] = field(
+        default_factory=list, metadata={"help": "extra tasks evaluated at the end (and every eval_steps)"})
     sparsity_layers: list[str] = field(
         default_factory=list, metadata={"help": "layers whose activation sparsity results.json reports; "
                                                 "default: the layers the regularizers act on"})
@@ -129,6 +131,7 @@ class ExperimentConfig:
         d = asdict(self)
         d["task"] = {"name": self.task.name, **self.task.params}
         d["regularizers"] = [{"name": r.name, "weight": r.weight, **r.params} for r in self.regularizers]
+        d["eval_tasks"] = [{"name": t.name, **t.params} for t in self.eval_tasks]
         return d
 
     @property
@@ -136,8 +139,8 @@ class ExperimentConfig:
         return Path(self.output_dir) / self.name
 
 
-_TOP = ("name", "seed", "output_dir", "model", "finetune", "train", "task", "regularizers", "sparsity_layers",
-        "source")
+_TOP = ("name", "seed", "output_dir", "model", "finetune", "train", "task", "regularizers", "eval_tasks",
+        "sparsity_layers", "source")
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -255,12 +258,17 @@ def parse_config(data: dict, source: str | None = None) -> ExperimentConfig:
         errors.append(f"regularizers: expected a list, got {regs_raw!r}")
         regs_raw = []
     regs = [_plugin(r, f"regularizers[{i}]", errors, weighted=True) for i, r in enumerate(regs_raw)]
-    simple = {k: v for k, v in data.items() if k in _TOP and k not in ("task", "regularizers")}
+    evals_raw = data.get("eval_tasks") or []
+    if not isinstance(evals_raw, list):
+        errors.append(f"eval_tasks: expected a list, got {evals_raw!r}")
+        evals_raw = []
+    evals = [_plugin(t, f"eval_tasks[{i}]", errors, weighted=False) for i, t in enumerate(evals_raw)]
+    simple = {k: v for k, v in data.items() if k in _TOP and k not in ("task", "regularizers", "eval_tasks")}
     cfg = build(ExperimentConfig, {**simple, "task": {"name": "x"}}, "config", errors)
     # Plug-in parameters are checked by building the plug-in's own dataclass.
     for where, spec, registry in [("task", task, TASKS)] + [
         (f"regularizers[{i}]", r, REGULARIZERS) for i, r in enumerate(regs)
-    ]:
+    ] + [(f"eval_tasks[{i}]", t, TASKS) for i, t in enumerate(evals)]:
         if spec is None:
             continue
         if spec.name not in registry:
@@ -271,6 +279,7 @@ def parse_config(data: dict, source: str | None = None) -> ExperimentConfig:
         raise ConfigError([m[len("config."):] if m.startswith("config.") else m for m in errors])
     cfg.task = task
     cfg.regularizers = [r for r in regs if r is not None]
+    cfg.eval_tasks = [t for t in evals if t is not None]
     cfg.source = source
     return cfg
 

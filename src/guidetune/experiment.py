@@ -12,7 +12,7 @@ import yaml
 from .config import ExperimentConfig, build_plugin, parse_config
 from .errors import GuidetuneError
 from .finetune.modes import apply_mode, load_trainable, parameter_report, save_finetuned
-from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, PeriodicEval, Term
+from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, Term
 from .models import load_model
 from .regularizers import REGULARIZERS
 from .runs import RunDir
@@ -30,6 +30,18 @@ def build_terms(cfg: ExperimentConfig, model, tokenizer) -> list[Term]:
         seen[spec.name] = n + 1
         terms.append(Term(spec.name if n == 0 else f"{spec.name}.{n}", spec.weight, reg))
     return terms
+
+
+def eval_tasks(cfg: ExperimentConfig, tokenizer) -> list[tuple[str, object]]:
+    """The config's extra evaluation tasks, set up, keyed by name (name.1, ... when repeated)."""
+    out, seen = [], {}
+    for spec in cfg.eval_tasks:
+        task = build_plugin(TASKS, spec)
+        task.setup(tokenizer)
+        n = seen.get(spec.name, 0)
+        seen[spec.name] = n + 1
+        out.append((spec.name if n == 0 else f"{spec.name}.{n}", task))
+    return out
 
 
 def prepare(cfg: ExperimentConfig):
@@ -69,7 +81,7 @@ def training_args(cfg: ExperimentConfig, run: RunDir):
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
-        eval_strategy="no",
+        eval_strategy="no",  # periodic task evaluation is GuidedTrainer's (train.eval_steps)
         report_to=t.report_to or "none",
         seed=cfg.seed,
         remove_unused_columns=False,
@@ -129,7 +141,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
     if sampler is not None and (cfg.train.batch_size < 2 or cfg.train.batch_size % 2):
         raise GuidetuneError(f"train.batch_size: must be even when task.pairs is set, so that every batch holds "
                              f"whole positive pairs; got {cfg.train.batch_size}")
-    periodic = PeriodicEval(task, cfg.train.eval_steps, cfg.train.eval_batch_size) if cfg.train.eval_steps else None
+    extra = eval_tasks(cfg, tokenizer)
     trainer = GuidedTrainer(
         model=model,
         args=args,
@@ -139,10 +151,10 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         terms=terms,
         run=run,
         train_sampler=sampler,
-        callbacks=[JsonlLogger(run), CheckpointMarker(run)] + ([periodic] if periodic else []) + list(callbacks or []),
+        callbacks=[JsonlLogger(run), CheckpointMarker(run)] + list(callbacks or []),
+        eval_tasks=[("", task)] + [(f"{k}/", t) for k, t in extra],
+        eval_every=cfg.train.eval_steps,
     )
-    if periodic:
-        periodic.trainer = trainer
     checkpoint = run.last_checkpoint() if resume else None
     if main:
         run.truncate_metrics(int(checkpoint.name.split("-")[1]) if checkpoint else 0)
@@ -158,6 +170,8 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
                   "runtime_s": round(time.time() - start, 2)},
         "parameters": params,
     }
+    if extra:
+        results["eval_tasks"] = {k: t.evaluate(trainer.model, "eval", cfg.train.eval_batch_size) for k, t in extra}
     if hasattr(task, "describe"):
         results["data"] = task.describe()
     layers = sparsity_layers(cfg, terms)
@@ -169,6 +183,9 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         save_finetuned(trainer.model, tokenizer, run.model, cfg.finetune.mode)
         if getattr(task, "predictions", None):
             run.write_jsonl("predictions.jsonl", task.predictions)
+        for key, t in extra:
+            if getattr(t, "predictions", None):
+                run.write_jsonl(f"predictions_{key}.jsonl", t.predictions)
         run.write_results(results)
         results = run.read_results()
         if not cfg.train.keep_checkpoints:
@@ -212,10 +229,14 @@ def load_run(run_dir: str | Path):
 
 def evaluate_run(run_dir: str | Path, batch_size: int | None = None) -> dict:
     """Re-evaluate a run's saved model on its task; the metrics are stored under ``eval`` in results.json."""
-    cfg, task, model, _ = load_run(run_dir)
-    metrics = task.evaluate(model, "eval", batch_size or cfg.train.eval_batch_size)
+    cfg, task, model, tokenizer = load_run(run_dir)
+    bs = batch_size or cfg.train.eval_batch_size
+    metrics = task.evaluate(model, "eval", bs)
     run = RunDir(run_dir)
     results = run.read_results() if run.finished() else {"name": cfg.name}
     results["eval"] = metrics
+    extra = eval_tasks(cfg, tokenizer)
+    if extra:
+        results["eval"]["eval_tasks"] = {k: t.evaluate(model, "eval", bs) for k, t in extra}
     run.write_results(results)
     return metrics

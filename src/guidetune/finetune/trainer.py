@@ -37,8 +37,11 @@ class GuidedTrainer(Trainer):
     """``Trainer`` + regularizer terms on captured activations (see module docstring)."""
 
     def __init__(self, *args, terms: list[Term] | None = None, run: RunDir | None = None, train_sampler=None,
-                 **kwargs):
+                 eval_tasks: list[tuple[str, object]] | None = None, eval_every: int = 0, **kwargs):
         self._sampler = train_sampler
+        self.eval_tasks = list(eval_tasks or [])
+        self.eval_every = eval_every
+        self._evaluated_at = -1
         super().__init__(*args, **kwargs)
         self.terms = list(terms or [])
         self.run = run
@@ -97,6 +100,27 @@ class GuidedTrainer(Trainer):
             f"that update. Last good checkpoint: {last or 'none yet'}"
         )
 
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        # After the Trainer's own log/save of this step: the tasks' periodic evaluation. (HF's eval loop
+        # needs an eval_dataset of model inputs; our tasks score generation, options or graphs instead.)
+        super()._maybe_log_save_evaluate(*args, **kwargs)
+        step = self.state.global_step
+        if self.eval_every and self.eval_tasks and step % self.eval_every == 0 and step != self._evaluated_at:
+            self._evaluated_at = step
+            self.evaluate()
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Each task scores the model its own way; logged as ``eval/<task>/<metric>``."""
+        if not self.eval_tasks:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        logs = {}
+        for prefix, task in self.eval_tasks:
+            metrics = task.evaluate(self.model, "eval", self.args.per_device_eval_batch_size)
+            logs.update({f"eval/{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        self.log(logs)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logs)
+        return logs
+
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self._counts and "loss" in logs:
             for k, v in self._sums.items():
@@ -130,16 +154,3 @@ class CheckpointMarker(TrainerCallback):
             ckpt = self.run.checkpoints / f"checkpoint-{state.global_step}"
             if ckpt.exists():
                 atomic_json(ckpt / CHECKPOINT_MARKER, {"step": state.global_step})
-
-
-class PeriodicEval(TrainerCallback):
-    """Run the task's own evaluation every ``every`` steps and log it as ``eval/<metric>``."""
-
-    def __init__(self, task, every: int, batch_size: int):
-        self.task, self.every, self.batch_size = task, every, batch_size
-        self.trainer: Trainer | None = None
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.every and state.global_step % self.every == 0 and self.trainer is not None:
-            metrics = self.task.evaluate(self.trainer.model, "eval", self.batch_size)
-            self.trainer.log({f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
