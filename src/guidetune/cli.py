@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .errors import ConfigError, GuidetuneError
 
@@ -92,6 +93,18 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_analyze_attention(a) -> int:
+    from .analysis.attention import AttentionAnalysis
+
+    res = AttentionAnalysis(models=a.models, corpus=a.corpus, sentence=a.sentence, token_set=a.token_set,
+                            layers=a.layers, text_field=a.text_field, batch_size=a.batch_size, out=a.out).run()
+    if "mass" in res:
+        print((Path(a.out) / "attention_mass.md").read_text())
+    print(f"written: {a.out}/ (attention.json" + (", attention_mass.csv/.md/.png" if "mass" in res else "")
+          + (", head_view.html, heads_*.png" if "head_view" in res else "") + ")")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guidetune", description="Interpretability-guided fine-tuning of transformers.")
     p.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -135,6 +148,20 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dirs", nargs="+")
     rp.add_argument("--out", default="report.html")
     rp.set_defaults(fn=cmd_report)
+
+    an = sub.add_parser("analyze", help="analyses: attention (more with each method)")
+    asub = an.add_subparsers(dest="analysis", required=True)
+    at = asub.add_parser("attention", help="attention mass on a token set per layer/head; one sentence's heads",
+                         description="Models or run directories side by side (the first is the baseline).")
+    at.add_argument("models", nargs="+")
+    at.add_argument("--corpus", help="text file (one sentence a line) or JSONL")
+    at.add_argument("--sentence", help="one sentence: per-head heatmaps and an HTML head view")
+    at.add_argument("--token-set", default="negation", help="negation | order | addition | emphasis | word file")
+    at.add_argument("--layers", nargs="+", help="attention sites (default: all self-attention)")
+    at.add_argument("--text-field", default="text")
+    at.add_argument("--batch-size", type=int, default=32)
+    at.add_argument("--out", default="analysis/attention")
+    at.set_defaults(fn=cmd_analyze_attention)
 
     d = sub.add_parser("demo", help="the packaged demo on MiniLM (plain vs. regularized)",
                        description="belief: SpARC on the built-in mini belief bank (adapter, + L1, + L1 + "
