@@ -13,6 +13,7 @@ Formats: ``classification`` (a yes/no head, e.g. MiniLM; label 1 = yes), ``seq2s
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,7 +62,7 @@ class BeliefBankTask:
     multihop_k: int = field(default=9, metadata={"help": "longest path length of the multi-hop metric"})
     constraint_facts: Literal["all", "eval"] = field(
         default="all", metadata={"help": "facts whose answers form the beliefs for constraint consistency"})
-    limit_train: int = field(default=0, metadata={"help": "use only the first N training questions (0: all)"})
+    limit_train: int = field(default=0, metadata={"help": "use a seeded sample of N training questions (0: all)"})
 
     def __post_init__(self):
         e: list[str] = []
@@ -103,8 +104,9 @@ class BeliefBankTask:
             qs = self.bank.fact_questions(parts[split])
             seed = self.split_seed * 3 + ("train", "val", "test").index(split)
             qs = negate_some(qs, self.negation, self.negation_fraction, seed, self.bank.non_countable)
-            if split == "train" and self.limit_train:
-                qs = qs[: self.limit_train]
+            if split == "train" and 0 < self.limit_train < len(qs):  # a seeded sample, in file order
+                keep = set(random.Random(f"limit:{self.split_seed}").sample(range(len(qs)), self.limit_train))
+                qs = [q for i, q in enumerate(qs) if i in keep]
             self._cache[key] = qs
         return self._cache[key]
 
@@ -217,6 +219,10 @@ class BeliefBankTask:
         pred = self.answer(model, qs, batch_size)
         self._record("fact", qs, pred)
         out = _prf("", qs, pred)
+        if any(q.negated for q in qs):  # how the model does on each phrasing
+            for tag, keep in (("negated", True), ("plain", False)):
+                pairs = [(q, p) for q, p in zip(qs, pred) if q.negated == keep]
+                out[f"accuracy_{tag}"] = sum(q.answer == p for q, p in pairs) / max(len(pairs), 1)
         if self.consistency != "off":
             out.update(self._multihop(model, batch_size))
         facts = self.bank.facts
@@ -253,7 +259,7 @@ class BeliefBankTask:
 
     def _record(self, kind: str, qs: list[Question], said: list[bool]) -> None:
         self.predictions += [{"kind": kind, "subject": q.subject, "target": q.target, "question": q.text,
-                              "gold": q.answer, "pred": a} for q, a in zip(qs, said)]
+                              "negated": q.negated, "gold": q.answer, "pred": a} for q, a in zip(qs, said)]
 
 
 def _dense_chunks(bank: BeliefBank, subjects_per_chunk: int = 8):
