@@ -105,6 +105,23 @@ def cmd_analyze_attention(a) -> int:
     return 0
 
 
+def cmd_analyze_neurons(a) -> int:
+    from .analysis.neuron_analysis import BUILTIN_CONCEPTS, BUILTIN_CORPUS, NeuronAnalysis
+
+    res = NeuronAnalysis(models=[a.model] + (a.compare or []), corpus=a.corpus or BUILTIN_CORPUS,
+                         concepts=a.concepts or BUILTIN_CONCEPTS, layer=a.layer, threshold=a.threshold,
+                         quantile=a.quantile, sentence_fraction=a.sentence_fraction, top_k=a.top_k,
+                         text_field=a.text_field, batch_size=a.batch_size, out=a.out).run()
+    for name, s in res["models"].items():
+        print(f"{name}: {s['layer']}, {s['sentences']} sentences, dead {s['dead_fraction']:.2%}, "
+              f"general {s['general_neurons']}, consistent {s['consistent_neurons']}")
+    for concept in res["top_neurons"]:
+        print(f"\ntop {concept} neurons:\n" + (Path(a.out) / f"top_{concept}.md").read_text())
+    print(f"written: {a.out}/ (summary.json, neurons_*.csv, top_*.csv/.md, firing_rates.png"
+          + (", comparison.png)" if a.compare else ")"))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guidetune", description="Interpretability-guided fine-tuning of transformers.")
     p.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -149,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="report.html")
     rp.set_defaults(fn=cmd_report)
 
-    an = sub.add_parser("analyze", help="analyses: attention (more with each method)")
+    an = sub.add_parser("analyze", help="analyses: attention, neurons, landscape")
     asub = an.add_subparsers(dest="analysis", required=True)
     at = asub.add_parser("attention", help="attention mass on a token set per layer/head; one sentence's heads",
                          description="Models or run directories side by side (the first is the baseline).")
@@ -162,6 +179,24 @@ def parser() -> argparse.ArgumentParser:
     at.add_argument("--batch-size", type=int, default=32)
     at.add_argument("--out", default="analysis/attention")
     at.set_defaults(fn=cmd_analyze_attention)
+
+    ne = asub.add_parser("neurons", help="FFN neuron firing, dead neurons, topic (KT-score) neurons",
+                         description="Neuron statistics of one *.ffn.act layer over a corpus (streamed); "
+                         "--compare adds models or runs of the same architecture (matched by neuron id).")
+    ne.add_argument("model")
+    ne.add_argument("--compare", nargs="+", help="fine-tuned models or run directories")
+    ne.add_argument("--corpus", help="text file or JSONL (default: the built-in topic corpus)")
+    ne.add_argument("--concepts", help="YAML {concept: [keywords]} (default: the built-in concepts)")
+    ne.add_argument("--layer", default="encoder.middle.ffn.act")
+    ne.add_argument("--threshold", type=float, default=0.0, help="fires when activation > this (ReLU: 0)")
+    ne.add_argument("--quantile", type=float, help="per-neuron quantile threshold instead (GELU models)")
+    ne.add_argument("--sentence-fraction", type=float, default=0.0,
+                    help="fires on a sentence when on >= this fraction of its tokens (0: any token)")
+    ne.add_argument("--top-k", type=int, default=10)
+    ne.add_argument("--text-field", default="text")
+    ne.add_argument("--batch-size", type=int, default=64)
+    ne.add_argument("--out", default="analysis/neurons")
+    ne.set_defaults(fn=cmd_analyze_neurons)
 
     d = sub.add_parser("demo", help="the packaged demo on MiniLM (plain vs. regularized)",
                        description="belief: SpARC on the built-in mini belief bank (adapter, + L1, + L1 + "

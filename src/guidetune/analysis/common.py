@@ -70,3 +70,14 @@ def save_fig(fig, path: Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def save_npz(path: Path, **arrays) -> Path:
+    """``numpy.savez`` through a temporary file (atomic)."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,205 @@
+"""``guidetune analyze neurons``: which FFN neurons fire, never fire, or fire for a topic (seed poster).
+
+Definitions (all counts are streamed; memory does not grow with the corpus):
+
+* A neuron *fires on a token* when its activation exceeds the threshold: ``threshold`` (default 0, right
+  for ReLU), or with ``quantile: q`` a per-neuron threshold, the neuron's own q-quantile over the tokens
+  of the first ``calibration`` sentences (useful for GELU, whose outputs are rarely exactly 0).
+  Padding and special tokens ([CLS], [SEP], BOS/EOS) are never counted (``skip_special``).
+* It *fires on a sentence* when it fires on any counted token (``sentence_fraction: 0``), or on at least
+  that fraction of the sentence's counted tokens.
+* *Dead*: fires on no sentence of the corpus. *General*: fires on >= ``general_rate`` of the sentences
+  that contain no concept keyword.
+* **KT-score** of a neuron for a concept (seed definition): of the sentences that activate the neuron,
+  the share that contain a keyword of the concept (= precision against the concept's sentences);
+  ``recall`` = the share of the concept's sentences that activate it; ``n`` = sentences behind the score.
+* *Consistently activated* by a concept: fires on >= ``consistent_in`` of the concept's sentences and on
+  <= ``consistent_out`` of the other sentences.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import GuidetuneError
+from ..layers.capture import Capture
+from ..layers.names import LayerScheme
+
+
+@dataclass
+class Counters:
+    """Running per-neuron counts over a corpus."""
+
+    concepts: list[str]
+    n: int
+    sentences: int = 0
+    tokens: int = 0
+
+    def __post_init__(self):
+        c = len(self.concepts)
+        self.token_fires = torch.zeros(self.n, dtype=torch.float64)
+        self.sentence_fires = torch.zeros(self.n, dtype=torch.float64)
+        self.act_sum = torch.zeros(self.n, dtype=torch.float64)
+        self.act_max = torch.full((self.n,), -float("inf"), dtype=torch.float64)
+        self.concept_sentences = torch.zeros(c, dtype=torch.float64)
+        self.concept_fires = torch.zeros(c, self.n, dtype=torch.float64)
+        self.general_sentences = 0
+        self.general_fires = torch.zeros(self.n, dtype=torch.float64)
+
+    def add(self, acts: torch.Tensor, counted: torch.Tensor, threshold: torch.Tensor | float,
+            member: torch.Tensor, sentence_fraction: float) -> None:
+        """acts [batch, seq, n]; counted [batch, seq] bool; member [batch, concepts] bool."""
+        acts = acts.double()
+        fire = (acts > threshold) & counted[..., None]  # [batch, seq, n]
+        per_sentence = fire.sum(1).double()  # [batch, n]
+        n_tok = counted.sum(1, keepdim=True).double().clamp_min(1)
+        fires = per_sentence / n_tok >= sentence_fraction if sentence_fraction > 0 else per_sentence > 0
+        fires &= counted.any(1, keepdim=True)
+        self.sentences += acts.shape[0]
+        self.tokens += int(counted.sum())
+        self.token_fires += per_sentence.sum(0)
+        self.sentence_fires += fires.double().sum(0)
+        self.act_sum += (acts * counted[..., None]).sum((0, 1))
+        self.act_max = torch.maximum(self.act_max, acts.masked_fill(~counted[..., None], -float("inf")).amax((0, 1)))
+        m = member.double()
+        self.concept_sentences += m.sum(0)
+        self.concept_fires += m.T @ fires.double()
+        general = ~member.any(1)
+        self.general_sentences += int(general.sum())
+        self.general_fires += fires[general].double().sum(0)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {k: getattr(self, k).numpy() for k in ("token_fires", "sentence_fires", "act_sum", "act_max",
+                                                    "concept_sentences", "concept_fires", "general_fires")}
+        out.update(sentences=np.array(self.sentences), tokens=np.array(self.tokens),
+                   general_sentences=np.array(self.general_sentences), concepts=np.array(self.concepts))
+        return out
+
+
+class Keywords:
+    """Whole-word, case-insensitive keyword matching for each concept."""
+
+    def __init__(self, concepts: dict[str, list[str]]):
+        if not concepts:
+            raise GuidetuneError("--concepts: the concept list is empty; give {name: [keywords, ...]}")
+        empty = [c for c, words in concepts.items() if not words]
+        if empty:
+            raise GuidetuneError(f"--concepts: concept '{empty[0]}' has no keywords")
+        self.names = list(concepts)
+        self.patterns = [re.compile(r"\b(" + "|".join(re.escape(w.lower()) for w in words) + r")\b")
+                         for words in concepts.values()]
+
+    def member(self, texts: list[str]) -> torch.Tensor:
+        return torch.tensor([[bool(p.search(t.lower())) for p in self.patterns] for t in texts], dtype=torch.bool)
+
+
+def ffn_layer(model, layer: str) -> str:
+    """The canonical name of ``layer``, which must be an FFN activation site."""
+    scheme = LayerScheme.from_model(model)
+    names = scheme.expand(layer)
+    if len(names) != 1 or not names[0].endswith(".ffn.act"):
+        ffn = [n for n in scheme.names() if n.endswith("ffn.act")]
+        raise GuidetuneError(f"--layer: '{layer}' is not an FFN activation layer; neurons live in "
+                             f"{ffn[0]} .. {ffn[-1]} (the *.ffn.act names)")
+    return names[0]
+
+
+def _forward(model, enc) -> None:
+    if getattr(model.config, "is_encoder_decoder", False):
+        model.get_encoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    else:
+        model(**enc)
+
+
+@torch.no_grad()
+def collect(model, tok, batches, layer: str, keywords: Keywords, threshold: float | None = 0.0,
+            quantile: float | None = None, calibration: int = 200, sentence_fraction: float = 0.0,
+            skip_special: bool = True, max_length: int = 128) -> tuple[Counters, np.ndarray]:
+    """Stream text batches through ``model``; (counters, per-neuron thresholds used)."""
+    name = ffn_layer(model, layer)
+    cap = Capture(model, [name], detach=True)
+    special = torch.tensor(sorted(set(tok.all_special_ids)))
+    counters, thr, held = None, threshold, []
+    for texts in batches:
+        enc = dict(tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length))
+        counted = enc["attention_mask"].bool()
+        if skip_special:
+            counted &= ~torch.isin(enc["input_ids"], special)
+        with cap as captures:
+            _forward(model, enc)
+        acts = captures[name]
+        if counters is None:
+            counters = Counters(keywords.names, acts.shape[-1])
+        if quantile is not None and not isinstance(thr, torch.Tensor):
+            held.append((acts, counted, keywords.member(texts)))  # calibration sentences wait for the threshold
+            if sum(a.shape[0] for a, _, _ in held) < calibration:
+                continue
+            thr = _quantile_threshold(held, quantile)
+            for a, c, m in held:
+                counters.add(a, c, thr, m, sentence_fraction)
+            held = []
+            continue
+        counters.add(acts, counted, thr, keywords.member(texts), sentence_fraction)
+    if held:  # corpus shorter than the calibration sample
+        thr = _quantile_threshold(held, quantile)
+        for a, c, m in held:
+            counters.add(a, c, thr, m, sentence_fraction)
+    if counters is None:
+        raise GuidetuneError("--corpus: the corpus is empty")
+    thr_arr = thr.numpy() if isinstance(thr, torch.Tensor) else np.full(counters.n, float(thr))
+    return counters, thr_arr
+
+
+def _quantile_threshold(held, q: float) -> torch.Tensor:
+    vals = torch.cat([a[c] for a, c, _ in held]).double()  # [tokens, n]
+    return torch.quantile(vals, q, dim=0)
+
+
+def summarize(c: Counters, general_rate: float = 0.5, consistent_in: float = 0.5, consistent_out: float = 0.1) -> dict:
+    """Per-neuron rates and the layer summary."""
+    s = max(c.sentences, 1)
+    sentence_rate = c.sentence_fires.numpy() / s
+    general_rate_n = c.general_fires.numpy() / max(c.general_sentences, 1)
+    return {
+        "sentences": c.sentences,
+        "tokens": c.tokens,
+        "neurons": c.n,
+        "dead_fraction": float((c.sentence_fires.numpy() == 0).mean()),
+        "general_neurons": int((general_rate_n >= general_rate).sum()) if c.general_sentences else 0,
+        "general_sentences": c.general_sentences,
+        "mean_sentence_rate": float(sentence_rate.mean()),
+    }
+
+
+def concept_scores(c: Counters, consistent_in: float = 0.5, consistent_out: float = 0.1) -> dict[str, dict[str, np.ndarray]]:
+    """Per concept: kt (precision), recall, n (sentences activating), in/out firing rates, consistent."""
+    out = {}
+    fires = c.sentence_fires.numpy()
+    for i, name in enumerate(c.concepts):
+        both = c.concept_fires[i].numpy()
+        n_concept = float(c.concept_sentences[i])
+        n_other = c.sentences - n_concept
+        rate_in = both / max(n_concept, 1)
+        rate_out = (fires - both) / max(n_other, 1)
+        out[name] = {
+            "kt": np.divide(both, fires, out=np.zeros_like(both), where=fires > 0),
+            "recall": rate_in,
+            "n": fires,
+            "rate_in": rate_in,
+            "rate_out": rate_out,
+            "consistent": (rate_in >= consistent_in) & (rate_out <= consistent_out),
+            "concept_sentences": n_concept,
+        }
+    return out
+
+
+def top_neurons(scores: dict, concept: str, k: int = 10, min_support: int = 3) -> list[int]:
+    """Neuron ids with the highest KT-score for ``concept`` (ties: higher recall), among those activated
+    by at least ``min_support`` sentences."""
+    s = scores[concept]
+    ok = np.nonzero(s["n"] >= min_support)[0]
+    order = sorted(ok, key=lambda i: (-s["kt"][i], -s["recall"][i], i))
+    return [int(i) for i in order[:k]]
