@@ -20,3 +20,16 @@ def classification_metrics(gold: Sequence[int], pred: Sequence[int], num_labels:
 
 def mcc(gold: Sequence[int], pred: Sequence[int]) -> float:
     return float(matthews_corrcoef(gold, pred))
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measures (0-1) with Porter stemming, via Google's rouge-score package."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for p, r in zip(predictions, references):
+        for k, s in scorer.score(r, p).items():
+            totals[k] += s.fmeasure
+    n = max(len(predictions), 1)
+    return {k: v / n for k, v in totals.items()}
