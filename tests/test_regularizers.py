@@ -123,7 +123,11 @@ def _blocks_with_grad(model) -> set[int]:
     return out
 
 
-@pytest.mark.parametrize("name", REGULARIZERS.names())
+LOSS_TERMS = [n for n in REGULARIZERS.names() if not getattr(REGULARIZERS.get(n), "schedule_kind", False)]
+SCHEDULES = [n for n in REGULARIZERS.names() if getattr(REGULARIZERS.get(n), "schedule_kind", False)]
+
+
+@pytest.mark.parametrize("name", LOSS_TERMS)
 def test_contract_defaults_give_a_finite_loss(name, tok):
     model = tiny_model("bert", head="classification", num_hidden_layers=3)
     reg = build_plugin(REGULARIZERS, PluginSpec(name, {}))
@@ -132,7 +136,7 @@ def test_contract_defaults_give_a_finite_loss(name, tok):
     assert value.ndim == 0 and math.isfinite(float(value))
 
 
-@pytest.mark.parametrize("name", REGULARIZERS.names())
+@pytest.mark.parametrize("name", LOSS_TERMS)
 def test_contract_gradient_reaches_exactly_the_named_layers(name, tok):
     model = tiny_model("bert", head="classification", num_hidden_layers=3)
     reg = build_plugin(REGULARIZERS, PluginSpec(name, {"layers": ["encoder.layers.1"]}))
@@ -144,3 +148,27 @@ def test_contract_gradient_reaches_exactly_the_named_layers(name, tok):
     assert _blocks_with_grad(model) == {0, 1}  # layer 2 and the head are after the named layer
     assert model.classifier.weight.grad is None
     assert all(p.grad is None for p in model.bert.pooler.parameters())
+
+
+@pytest.fixture(scope="module")
+def tiny_fisher(tmp_path_factory, tok):
+    """A real Fisher file of the contract model (tiny BERT, 3 layers, seed 0)."""
+    from guidetune.analysis.fisher_estimate import estimate, save
+
+    model = tiny_model("bert", head="classification", num_hidden_layers=3)
+    samples = [dict(tok(t), labels=i % 2) for i, t in enumerate(["a cat", "the dog ran", "no", "birds sing"])]
+    fisher = estimate(model, tok, samples, "task", batch_size=2, progress=False)[4]
+    return save(tmp_path_factory.mktemp("f") / "f.safetensors", model, fisher, {"model": "tiny", "objective": "task",
+                                                                                  "n": 4, "seed": 0})
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_contract_schedules_change_dropout_and_add_no_work(name, tok, tiny_fisher):
+    model = tiny_model("bert", head="classification", num_hidden_layers=3)
+    params = {"fisher": str(tiny_fisher)} if name == "fisher_dropout" else {}
+    reg = build_plugin(REGULARIZERS, PluginSpec(name, params))
+    hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    reg.setup(model, tok)
+    assert reg.captured == [] and reg.loss(None, {}) is None
+    assert len(reg.schedule) == 1 + 3 * 3 + 1  # embeddings, 3 per layer, classifier dropout
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks_before

@@ -122,6 +122,18 @@ def cmd_analyze_neurons(a) -> int:
     return 0
 
 
+def cmd_fisher(a) -> int:
+    from .analysis.fisher_cmd import run_fisher
+
+    res = run_fisher(a)
+    print(f"Fisher from {res['n']} samples written: {res['out']} (+ {Path(res['out']).with_suffix('.json').name})")
+    if "plot" in res:
+        print(f"plot: {res['plot']}")
+    if "reliability" in res:
+        print((Path(a.out).with_name(Path(a.out).stem + "_reliability.md")).read_text())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guidetune", description="Interpretability-guided fine-tuning of transformers.")
     p.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -165,6 +177,27 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dirs", nargs="+")
     rp.add_argument("--out", default="report.html")
     rp.set_defaults(fn=cmd_report)
+
+    fi = sub.add_parser("fisher", help="diagonal empirical Fisher of a model on a data sub-sample",
+                        description="Per-sample gradients in batches; streaming; saves per-parameter Fisher "
+                        "(safetensors) and per-tensor / per-layer / per-dropout-site aggregates (JSON).")
+    fi.add_argument("model")
+    fi.add_argument("--data", required=True, help="text lines (mlm/clm) or JSONL/CSV (seq2seq: source/target; "
+                    "task: text/label)")
+    fi.add_argument("--objective", required=True, help="mlm | clm | seq2seq | task")
+    fi.add_argument("--fraction", type=float, default=None, help="seeded sub-sample fraction (default 1.0)")
+    fi.add_argument("--max-samples", type=int, default=None)
+    fi.add_argument("--out", default="fisher.safetensors")
+    fi.add_argument("--plot", action="store_true", help="per-layer distribution PNG next to --out")
+    fi.add_argument("--reliability", help="comma-separated fractions compared to the reference (seed Table 1)")
+    fi.add_argument("--reference", type=float, help="reference fraction (default: the largest)")
+    fi.add_argument("--seed", type=int, default=0)
+    fi.add_argument("--batch-size", type=int, default=16)
+    fi.add_argument("--max-length", type=int, default=128)
+    fi.add_argument("--text-field", default="text")
+    fi.add_argument("--label-field", default="label")
+    fi.add_argument("--trust-remote-code", action="store_true")
+    fi.set_defaults(fn=cmd_fisher)
 
     an = sub.add_parser("analyze", help="analyses: attention, neurons, landscape")
     asub = an.add_subparsers(dest="analysis", required=True)

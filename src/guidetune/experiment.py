@@ -21,11 +21,17 @@ from .tasks import TASKS
 log = logging.getLogger(__name__)
 
 
-def build_terms(cfg: ExperimentConfig, model, tokenizer) -> list[Term]:
+def build_terms(cfg: ExperimentConfig, model, tokenizer, run: RunDir | None = None) -> list[Term]:
+    """Loss terms of the config; schedule plug-ins (dropout) are applied here and add no term."""
     terms, seen = [], {}
     for spec in cfg.regularizers:
         reg = build_plugin(REGULARIZERS, spec)
         reg.setup(model, tokenizer)
+        if getattr(reg, "schedule_kind", False):
+            print(reg.report(), flush=True)
+            if run is not None:
+                reg.save(run.path / f"{spec.name}_schedule.json")
+            continue
         n = seen.get(spec.name, 0)
         seen[spec.name] = n + 1
         terms.append(Term(spec.name if n == 0 else f"{spec.name}.{n}", spec.weight, reg))
@@ -97,7 +103,8 @@ def training_args(cfg: ExperimentConfig, run: RunDir):
 
 
 def _check_resumable(run: RunDir, cfg: ExperimentConfig) -> None:
-    saved = yaml.safe_load(run.config.read_text())
+    # Both through today's schema, so fields added since the run started (with defaults) do not count.
+    saved = parse_config(yaml.safe_load(run.config.read_text())).to_dict()
     now = cfg.to_dict()
     diff = sorted(k for k in set(saved) | set(now) if k not in ("source",) and saved.get(k) != now.get(k))
     if diff:
@@ -132,7 +139,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
     params = parameter_report(model)
     log.info("fine-tune mode %s: %s of %s parameters trainable (%.2f%%)", cfg.finetune.mode,
              f"{params['trainable']:,}", f"{params['total']:,}", params["trainable_pct"])
-    terms = build_terms(cfg, model, tokenizer)
+    terms = build_terms(cfg, model, tokenizer, run if main else None)
     if main:
         run.write_meta(cfg.seed, {"parameters": params, "terms": {t.key: t.weight for t in terms},
                                   "world_size": args.world_size})

@@ -1,0 +1,252 @@
+"""``guidetune fisher``: estimate, aggregate, save and compare empirical Fisher information.
+
+Objectives (what ``y_n`` is): ``mlm`` (15% of tokens masked, needs a masked-LM head), ``clm`` (next
+tokens, causal LM), ``seq2seq`` (target tokens), ``task`` (the label of a classification file). The
+per-sample negative log-likelihood is summed over the sample's predicted tokens.
+
+For the packaged MiniLM use ``task``: the sentence-transformers checkpoint ships no LM head, so an
+``mlm`` estimate would measure a randomly initialised head; with ``task`` the gradients come from the
+downstream labels you are about to fine-tune on (through a freshly initialised classifier, which the
+layer ranking of the encoder is robust to -- check with ``--reliability``).
+
+Samples are a seeded permutation of the data cut at ``fraction`` (or ``max_samples``); smaller fractions
+are prefixes of larger ones, so ``--reliability`` gets every fraction's estimate in one pass.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import GuidetuneError
+from ..layers.names import LayerScheme, base_of, module_paths, unwrap
+from ..runs import atomic_write
+from .fisher import PerSampleSquaredGrads, check_compatible, original_name
+
+log = logging.getLogger(__name__)
+OBJECTIVES = {"mlm": "mlm", "clm": "causal_lm", "seq2seq": "seq2seq_lm", "task": "classification"}
+FORMAT = "guidetune-fisher-1"
+
+
+def load_samples(path: str, objective: str, tok, max_length: int = 128, text_field: str = "text",
+                 label_field: str = "label") -> tuple[list[dict], list[str] | None]:
+    """Tokenized samples of a data file (text lines or JSONL/CSV), and the label list for ``task``."""
+    from ..tasks.base import data_path, need, read_records
+    from .common import read_corpus
+
+    if objective in ("mlm", "clm"):
+        texts = [t for _, t, _ in read_corpus(path, text_field)]
+        return [dict(tok(t, truncation=True, max_length=max_length)) for t in texts], None
+    p = data_path(path, "--data")
+    recs = read_records(p)
+    if objective == "seq2seq":
+        out = []
+        for line, r in recs:
+            enc = dict(tok(str(need(r, "source", p, line)), truncation=True, max_length=max_length))
+            enc["labels"] = tok(str(need(r, "target", p, line)), truncation=True, max_length=max_length)["input_ids"]
+            out.append(enc)
+        return out, None
+    labels = sorted({str(need(r, label_field, p, line)) for line, r in recs})
+    ids = {lab: i for i, lab in enumerate(labels)}
+    out = []
+    for line, r in recs:
+        enc = dict(tok(str(need(r, text_field, p, line)), truncation=True, max_length=max_length))
+        enc["labels"] = ids[str(r[label_field])]
+        out.append(enc)
+    return out, labels
+
+
+def subsample_order(n: int, seed: int) -> list[int]:
+    order = list(range(n))
+    random.Random(f"fisher:{seed}").shuffle(order)
+    return order
+
+
+def count_for(n: int, fraction: float | None, max_samples: int | None) -> int:
+    if max_samples:
+        return min(max_samples, n)
+    return max(1, min(n, round((fraction or 1.0) * n)))
+
+
+def _mask_tokens(batch: dict, tok, seed: int) -> None:
+    """BERT-style: 15% of the real tokens are predicted; of those 80% [MASK], 10% random, 10% kept."""
+    g = torch.Generator().manual_seed(seed)
+    ids = batch["input_ids"]
+    special = torch.isin(ids, torch.tensor(sorted(set(tok.all_special_ids))))
+    pick = (torch.rand(ids.shape, generator=g) < 0.15) & ~special & batch["attention_mask"].bool()
+    pick[:, 1] |= ~pick.any(1) & ~special[:, 1]  # every sample predicts at least one token
+    batch["labels"] = torch.where(pick, ids, torch.full_like(ids, -100))
+    r = torch.rand(ids.shape, generator=g)
+    ids = torch.where(pick & (r < 0.8), torch.full_like(ids, tok.mask_token_id), ids)
+    rand = torch.randint(len(tok), ids.shape, generator=g)
+    batch["input_ids"] = torch.where(pick & (r >= 0.8) & (r < 0.9), rand, ids)
+
+
+def per_sample_nll(model, batch: dict, objective: str) -> torch.Tensor:
+    """[batch] negative log-likelihood of each sample's targets."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if objective == "task":
+        logits = model(**inputs).logits.float()
+        return -torch.log_softmax(logits, -1).gather(1, labels[:, None])[:, 0]
+    if objective == "seq2seq":
+        logits = model(**inputs, labels=labels).logits.float()
+    else:
+        logits = model(**inputs).logits.float()
+        if objective == "clm":
+            logits, labels = logits[:, :-1], labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    return nll.sum(1)
+
+
+def estimate(model, tok, samples: list[dict], objective: str, batch_size: int = 16, seed: int = 0,
+             snapshots: list[int] | None = None, progress: bool = True) -> dict[int, dict[str, torch.Tensor]]:
+    """Fisher estimates after the first k samples, for every k in ``snapshots`` (default: all samples)."""
+    from ..tasks.base import pad_batch
+
+    snapshots = sorted(set(snapshots or [len(samples)]))
+    hf = unwrap(model)
+    params = dict(hf.named_parameters())
+    was = {n: p.requires_grad for n, p in params.items()}
+    for p in params.values():
+        p.requires_grad_(True)
+    model.eval()
+    psg = PerSampleSquaredGrads(hf, params)
+    if psg.uncovered:
+        raise GuidetuneError(f"fisher: no per-sample rule for {len(psg.uncovered)} parameters "
+                             f"(e.g. {psg.uncovered[0]}); supported: Linear, Conv1D, Embedding, LayerNorm, RMSNorm")
+    embeddings = [m for m in hf.modules() if isinstance(m, torch.nn.Embedding)]
+    if psg.needs_single and batch_size > 1:
+        log.info("fisher: T5's relative position bias is shared by the whole batch; one sample at a time")
+        batch_size = 1
+    out, done = {}, 0
+    bar = tqdm(total=snapshots[-1], desc="fisher", unit="sample", disable=not progress)
+    try:
+        while done < snapshots[-1]:
+            stop = min(done + batch_size, next(s for s in snapshots if s > done))
+            batch = pad_batch(tok, samples[done:stop])
+            if objective == "mlm":
+                _mask_tokens(batch, tok, seed * 1000003 + done)
+            emb_out: list[torch.Tensor] = []
+            psg.batch_size = stop - done
+            with psg:
+                # registered after psg's own hooks, so these see the (possibly per-sample expanded) outputs
+                hooks = [m.register_forward_hook(lambda m, a, o: emb_out.append(o)) for m in embeddings]
+                try:
+                    nll = per_sample_nll(model, batch, objective)
+                finally:
+                    for h in hooks:
+                        h.remove()
+                # Gradients w.r.t. the embedding outputs reach every module output (the hooks fire) without
+                # spending time on the parameters' own batch gradients, which are not needed.
+                torch.autograd.grad(nll.sum(), [e for e in emb_out if e.requires_grad], allow_unused=True)
+                psg.accumulate(stop - done)
+            bar.update(stop - done)
+            done = stop
+            if done in snapshots:
+                out[done] = {n: (t / done).float() for n, t in psg.totals.items()}
+    finally:
+        bar.close()
+        for n, p in params.items():
+            p.requires_grad_(was[n])
+    return out
+
+
+def layer_groups(model) -> dict[str, list[str]]:
+    """Parameter names per transformer block (canonical ``{stack}.layers.{i}``), plus embeddings and head."""
+    hf = unwrap(model)
+    scheme = LayerScheme.from_model(model)
+    paths = module_paths(hf)
+    base = base_of(model)
+    prefixes = {}
+    for stack, rel in scheme.family.stacks.items():
+        if stack not in scheme.counts:
+            continue
+        for i, block in enumerate(base.get_submodule(rel)):
+            prefixes[f"{stack}.layers.{i}"] = paths[id(block)] + "."
+    groups: dict[str, list[str]] = {k: [] for k in prefixes}
+    groups["embeddings"], groups["other"] = [], []
+    emb_ids = {id(m.weight) for m in hf.modules() if isinstance(m, torch.nn.Embedding)}
+    for name, p in hf.named_parameters():
+        key = next((k for k, pre in prefixes.items() if name.startswith(pre)), None)
+        if key is None:
+            key = "embeddings" if id(p) in emb_ids or ".embeddings." in name or name.startswith("embeddings.") else "other"
+        groups[key].append(name)
+    return {k: v for k, v in groups.items() if v}
+
+
+def aggregates(model, fisher: dict[str, torch.Tensor]) -> dict:
+    per_tensor = {n: {"mean": float(t.mean()), "sum": float(t.sum()), "numel": t.numel()} for n, t in fisher.items()}
+    per_layer = {}
+    for g, names in layer_groups(model).items():
+        total = sum(per_tensor[n]["sum"] for n in names)
+        count = sum(per_tensor[n]["numel"] for n in names)
+        per_layer[g] = {"mean": total / max(count, 1), "sum": total}
+    from ..regularizers.fisher_dropout import dropout_scores
+
+    return {"per_tensor": per_tensor, "per_layer": per_layer, "per_dropout": dropout_scores(model, fisher)}
+
+
+def save(path: str | Path, model, fisher: dict[str, torch.Tensor], meta: dict) -> Path:
+    """``fisher.safetensors`` (tensors + metadata) and ``<name>.json`` (aggregates), both atomic."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({n: t.contiguous() for n, t in fisher.items()}, str(tmp),
+              metadata={"format": FORMAT, **{k: str(v) for k, v in meta.items()}})
+    tmp.replace(path)
+    atomic_write(path.with_suffix(".json"), json.dumps({"meta": meta, **aggregates(model, fisher)}, indent=1))
+    return path
+
+
+def load(path: str | Path, model=None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(fisher tensors, metadata); with ``model``, checks that the file belongs to it."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise GuidetuneError(f"Fisher file not found: '{path}'")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise GuidetuneError(f"'{path}' is not a guidetune Fisher file (format {meta.get('format')!r})")
+        fisher = {k: f.get_tensor(k) for k in f.keys()}
+    if model is not None:
+        own = {original_name(n): tuple(p.shape) for n, p in unwrap(model).named_parameters()
+               if original_name(n) is not None}
+        check_compatible({n: tuple(t.shape) for n, t in fisher.items()}, own, str(path))
+    return fisher, meta
+
+
+def reliability(estimates: dict[int, dict[str, torch.Tensor]], reference: int, model,
+                ks=(5, 1, 0.5, 0.25)) -> list[dict]:
+    """Agreement of smaller-sample estimates with the reference (seed's Table 1)."""
+    from scipy.stats import spearmanr
+
+    ref = estimates[reference]
+    names = sorted(ref)
+    ref_flat = torch.cat([ref[n].flatten() for n in names]).double().numpy()
+    groups = [g for g in layer_groups(model) if ".layers." in g]
+    ref_layers = [np.mean(np.concatenate([ref[n].flatten().numpy() for n in layer_groups(model)[g]])) for g in groups]
+    rows = []
+    for n_samples, est in sorted(estimates.items()):
+        if n_samples == reference:
+            continue
+        flat = torch.cat([est[n].flatten() for n in names]).double().numpy()
+        row = {"samples": n_samples, "spearman": float(spearmanr(flat, ref_flat).statistic)}
+        for k in ks:
+            m = max(1, int(len(flat) * k / 100))
+            a = set(np.argpartition(-flat, m - 1)[:m].tolist())
+            b = set(np.argpartition(-ref_flat, m - 1)[:m].tolist())
+            row[f"top{k}%"] = len(a & b) / m
+        lay = [np.mean(np.concatenate([est[n].flatten().numpy() for n in layer_groups(model)[g]])) for g in groups]
+        row["layer_rank_spearman"] = float(spearmanr(lay, ref_layers).statistic)
+        rows.append(row)
+    return rows
