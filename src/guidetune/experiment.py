@@ -59,7 +59,7 @@ def prepare(cfg: ExperimentConfig):
     if cfg.model.head != task.head and not (task.head == "any"):
         raise GuidetuneError(f"model.head: task '{cfg.task.name}' needs head '{task.head}', got '{cfg.model.head}'")
     num_labels = task.num_labels() if cfg.model.head == "classification" else None
-    model, tokenizer = load_model(cfg.model, num_labels=num_labels)
+    model, tokenizer = load_model(cfg.model, num_labels=num_labels, problem_type=getattr(task, "problem_type", None))
     task.setup(tokenizer)
     model = apply_mode(model, cfg.finetune, cfg.model.head)
     return task, model, tokenizer

@@ -116,7 +116,9 @@ def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str
     path = resolve_name(spec.name)
     check_weights(path, spec.allow_pickle)
     config = load_config_only(spec)
+    resized = False
     if spec.head == "classification" and num_labels is not None:
+        resized = config.num_labels != num_labels  # a checkpoint's head of another size is re-initialised
         config.num_labels = num_labels
         if problem_type:
             config.problem_type = problem_type
@@ -133,6 +135,8 @@ def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str
     )
     if spec.attn_implementation:
         kwargs["attn_implementation"] = spec.attn_implementation
+    if resized:
+        kwargs["ignore_mismatched_sizes"] = True
     try:
         model = _auto_class(spec.head).from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:

@@ -18,6 +18,14 @@ def classification_metrics(gold: Sequence[int], pred: Sequence[int], num_labels:
     return out
 
 
+def regression_metrics(gold: Sequence[float], pred: Sequence[float]) -> dict:
+    """Pearson and Spearman correlations (scipy) and mean squared error."""
+    from scipy.stats import pearsonr, spearmanr
+
+    return {"pearson": float(pearsonr(gold, pred).statistic), "spearman": float(spearmanr(gold, pred).statistic),
+            "mse": float(sum((g - p) ** 2 for g, p in zip(gold, pred)) / max(len(gold), 1)), "n": len(gold)}
+
+
 def mcc(gold: Sequence[int], pred: Sequence[int]) -> float:
     return float(matthews_corrcoef(gold, pred))
 

@@ -1,23 +1,29 @@
-"""``classification``: text or text-pair classification from JSONL, CSV or TSV files."""
+"""``classification``: text or text-pair classification (or regression) from JSONL/CSV/TSV or GLUE directories."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
-from ..evaluation.metrics import classification_metrics
 from ..errors import GuidetuneError
+from ..evaluation.metrics import classification_metrics, mcc, regression_metrics
 from ..spec import check, finish
+from . import glue
+from .glue import LAYOUTS
 from .base import TASKS, data_path, eos_index, need, pad_batch, predict, read_records
 
 
 @TASKS.register("classification")
 @dataclass
 class Classification:
-    """Text (or text pair) -> label. Labels may be strings (mapped to ids in sorted order) or ints.
+    """Text (or text pair) -> label or score, from CSV/JSONL/TSV files or a GLUE directory.
 
-    Metrics: accuracy and macro-F1 (scikit-learn); for two classes also F1 of the positive class
-    (``positive_label``, default the second label in sorted order).
+    Labels may be strings (mapped to ids in sorted order) or ints. Metrics (scikit-learn / scipy):
+    accuracy and macro-F1; for two classes also F1 of the positive class (``positive_label``, default
+    the second label in sorted order); Matthews correlation for CoLA; Pearson and Spearman for
+    regression (``regression: true`` or STS-B). ``glue_task`` + ``glue_dir`` read the standard GLUE
+    layouts (train.tsv / dev.tsv) instead of ``train`` / ``eval``.
     """
 
     train: str = field(default="guidetune:demo/sentiment_train.jsonl", metadata={"help": "training file"})
@@ -28,6 +34,10 @@ class Classification:
     max_length: int = field(default=128, metadata={"help": "truncate inputs to this many tokens"})
     positive_label: str | None = field(default=None, metadata={"help": "positive class for binary F1"})
     limit: int = field(default=0, metadata={"help": "use only the first N examples per split (0: all)"})
+    regression: bool = field(default=False, metadata={"help": "a real-valued score instead of classes"})
+    glue_task: Literal["rte", "mrpc", "cola", "stsb", "sst2", "qnli", "qqp"] | None = field(
+        default=None, metadata={"help": "read a GLUE directory in this task's layout"})
+    glue_dir: str | None = field(default=None, metadata={"help": "directory with train.tsv and dev.tsv"})
 
     head = "classification"
 
@@ -35,13 +45,19 @@ class Classification:
         e: list[str] = []
         check(e, self.max_length > 1, f"max_length: must be > 1, got {self.max_length}")
         check(e, self.limit >= 0, f"limit: must be >= 0, got {self.limit}")
+        check(e, (self.glue_task is None) == (self.glue_dir is None), "glue_dir: give glue_task and glue_dir together")
         finish(e)
+        if self.glue_task:
+            self.regression = self.regression or LAYOUTS[self.glue_task].regression
         self._rows: dict[str, list[tuple[str, str | None, str]]] = {}
         self._features: dict[str, list[dict]] = {}
         self.labels: list[str] = []
         self.tokenizer = None
 
     def _read(self, split: str) -> list[tuple[str, str | None, str]]:
+        if split not in self._rows and self.glue_task:
+            rows = glue.read(glue.split_file(self.glue_dir, self.glue_task, split), LAYOUTS[self.glue_task])
+            self._rows[split] = rows[: self.limit] if self.limit else rows
         if split not in self._rows:
             name = {"train": self.train, "eval": self.eval}[split]
             path = data_path(name, f"task.{split}")
@@ -53,7 +69,13 @@ class Classification:
             self._rows[split] = rows[: self.limit] if self.limit else rows
         return self._rows[split]
 
+    @property
+    def problem_type(self) -> str | None:
+        return "regression" if self.regression else None
+
     def _label_list(self) -> list[str]:
+        if self.regression:
+            return ["score"]
         labels = sorted({r[2] for r in self._read("train")})
         if all(lab.lstrip("-").isdigit() for lab in labels):
             labels = sorted(labels, key=int)
@@ -71,17 +93,17 @@ class Classification:
         if split not in self._features:
             ids = {lab: i for i, lab in enumerate(self.labels)}
             rows = self._read(split)
-            unknown = sorted({r[2] for r in rows if r[2] not in ids})
+            unknown = [] if self.regression else sorted({r[2] for r in rows if r[2] not in ids})
             if unknown:
                 raise GuidetuneError(f"task.{split}: labels {unknown[:5]} do not occur in the training file; "
                                      f"known: {', '.join(self.labels)}")
             texts = [r[0] for r in rows]
-            pairs = [r[1] for r in rows] if self.text_pair_field else None
+            pairs = [r[1] for r in rows] if rows and rows[0][1] is not None else None
             enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
             feats = []
             for i, r in enumerate(rows):
                 f = {k: enc[k][i] for k in enc.keys()}
-                f["labels"] = ids[r[2]]
+                f["labels"] = _score(r[2], split) if self.regression else ids[r[2]]
                 f["gt_eos_index"] = eos_index(f["input_ids"], self.tokenizer)
                 feats.append(f)
             self._features[split] = feats
@@ -93,7 +115,19 @@ class Classification:
     def evaluate(self, model, split: str = "eval", batch_size: int = 64) -> dict[str, float]:
         feats = self.dataset(split)
         logits = predict(model, feats, self.collate, batch_size)
-        preds = [int(x.argmax()) for x in logits]
         gold = [f["labels"] for f in feats]
+        if self.regression:
+            return regression_metrics(gold, [float(x[0]) for x in logits])
+        preds = [int(x.argmax()) for x in logits]
         pos = self.labels.index(self.positive_label) if self.positive_label in self.labels else len(self.labels) - 1
-        return classification_metrics(gold, preds, num_labels=len(self.labels), positive=pos)
+        out = classification_metrics(gold, preds, num_labels=len(self.labels), positive=pos)
+        if self.glue_task and "mcc" in LAYOUTS[self.glue_task].metrics:
+            out["mcc"] = mcc(gold, preds)
+        return out
+
+
+def _score(value: str, split: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise GuidetuneError(f"task.{split}: regression needs numeric scores, got {value!r}") from None
