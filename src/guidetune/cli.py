@@ -134,6 +134,16 @@ def cmd_fisher(a) -> int:
     return 0
 
 
+def cmd_analyze_landscape(a) -> int:
+    from .analysis.landscape import Landscape
+
+    info = Landscape(model=a.model, config=a.config, fisher=a.fisher, mask=a.mask, k=a.k, dims=a.dims,
+                     steps=a.steps, range=a.range, batches=a.batches, seed=a.seed, out=a.out).run()
+    print(f"loss at the centre {info['center_loss']:.4f}, max {info['max_loss']:.4f}; perturbed "
+          f"{info['kept_fraction']:.2%} of parameters; written: {a.out}/ (landscape.npz, .json, PNGs)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guidetune", description="Interpretability-guided fine-tuning of transformers.")
     p.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -230,6 +240,22 @@ def parser() -> argparse.ArgumentParser:
     ne.add_argument("--batch-size", type=int, default=64)
     ne.add_argument("--out", default="analysis/neurons")
     ne.set_defaults(fn=cmd_analyze_neurons)
+
+    la = asub.add_parser("landscape", help="1-D/2-D loss surface along filter-normalised directions",
+                         description="Li et al. 2018 directions restricted to all parameters, the top/bottom k%% "
+                         "by Fisher, or k%% at random (control).")
+    la.add_argument("model", help="a run directory, or a model name/path (then --config)")
+    la.add_argument("--config", help="experiment config giving the task and data")
+    la.add_argument("--fisher", help="Fisher file (for --mask top/bottom)")
+    la.add_argument("--mask", default="all", choices=["all", "top", "bottom", "random"])
+    la.add_argument("--k", type=float, default=5.0, help="percent of parameters perturbed by the mask")
+    la.add_argument("--dims", type=int, default=2, choices=[1, 2])
+    la.add_argument("--steps", type=int, default=11)
+    la.add_argument("--range", type=float, default=1.0)
+    la.add_argument("--batches", type=int, default=4)
+    la.add_argument("--seed", type=int, default=0)
+    la.add_argument("--out", default="analysis/landscape")
+    la.set_defaults(fn=cmd_analyze_landscape)
 
     d = sub.add_parser("demo", help="the packaged demo on MiniLM (plain vs. regularized)",
                        description="belief: SpARC on the built-in mini belief bank (adapter, + L1, + L1 + "

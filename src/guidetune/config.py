@@ -88,6 +88,8 @@ class TrainSpec:
     dataloader_workers: int = 0
     bf16: bool = False
     fp16: bool = False
+    data_fraction: float = field(default=1.0, metadata={"help": "train on a seeded sub-sample of this fraction"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the data_fraction sub-sample"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep checkpoints after the run finished"})
 
     def __post_init__(self):
@@ -98,6 +100,7 @@ class TrainSpec:
             check(e, getattr(self, name) > 0, f"{name}: must be > 0, got {getattr(self, name)}")
         check(e, 0 <= self.warmup_ratio < 1, f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         check(e, self.eval_steps >= 0, f"eval_steps: must be >= 0, got {self.eval_steps}")
+        check(e, 0 < self.data_fraction <= 1, f"data_fraction: must be in (0, 1], got {self.data_fraction}")
         finish(e)
 
 

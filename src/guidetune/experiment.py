@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import time
 from dataclasses import replace
@@ -149,10 +150,18 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         raise GuidetuneError(f"train.batch_size: must be even when task.pairs is set, so that every batch holds "
                              f"whole positive pairs; got {cfg.train.batch_size}")
     extra = eval_tasks(cfg, tokenizer)
+    train_set = task.dataset("train")
+    if cfg.train.data_fraction < 1:
+        if sampler is not None:
+            raise GuidetuneError("train.data_fraction: cannot sub-sample a paired training set; lower "
+                                 "task.max_pairs instead")
+        k = max(1, round(cfg.train.data_fraction * len(train_set)))
+        keep = sorted(random.Random(f"data:{cfg.train.data_seed}").sample(range(len(train_set)), k))
+        train_set = [train_set[i] for i in keep]
     trainer = GuidedTrainer(
         model=model,
         args=args,
-        train_dataset=task.dataset("train"),
+        train_dataset=train_set,
         data_collator=task.collate,
         processing_class=tokenizer,
         terms=terms,
@@ -173,7 +182,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         "name": cfg.name,
         "seed": cfg.seed,
         "metrics": task.evaluate(trainer.model, "eval", cfg.train.eval_batch_size),
-        "train": {"steps": out.global_step, "train_loss": out.training_loss,
+        "train": {"steps": out.global_step, "train_loss": out.training_loss, "examples": len(train_set),
                   "runtime_s": round(time.time() - start, 2)},
         "parameters": params,
     }
@@ -243,6 +252,14 @@ def evaluate_run(run_dir: str | Path, batch_size: int | None = None) -> dict:
     results = run.read_results() if run.finished() else {"name": cfg.name}
     results["eval"] = metrics
     extra = eval_tasks(cfg, tokenizer)
+    train_set = task.dataset("train")
+    if cfg.train.data_fraction < 1:
+        if sampler is not None:
+            raise GuidetuneError("train.data_fraction: cannot sub-sample a paired training set; lower "
+                                 "task.max_pairs instead")
+        k = max(1, round(cfg.train.data_fraction * len(train_set)))
+        keep = sorted(random.Random(f"data:{cfg.train.data_seed}").sample(range(len(train_set)), k))
+        train_set = [train_set[i] for i in keep]
     if extra:
         results["eval"]["eval_tasks"] = {k: t.evaluate(model, "eval", bs) for k, t in extra}
     run.write_results(results)

@@ -8,6 +8,7 @@
       - {label: full, set: {finetune.mode: full}}
       - {label: adapter-l1, set: {regularizers: [{name: l1, weight: 0.05}]}, seeds: [0, 1, 2]}
     metrics: [f1, multihop_consistency]          # optional; default: every non-count metric
+    plot: {x: train.data_fraction, metric: f1}   # optional line plot over a grid key (data paucity)
 
 Finished runs (with results.json) are skipped and a run killed mid-training resumes from its last
 checkpoint, so re-running a killed sweep continues it. The sweep writes ``runs.csv`` (one row per run),
@@ -51,6 +52,7 @@ class SweepSpec:
     variants: list[Variant] = field(default_factory=list)
     output_dir: str | None = None
     metrics: list[str] | None = None
+    plot: dict[str, str] | None = None  # {x: <grid key>, metric: <metric>}: a line per variant
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Planned:
     label: str
     seed: int
     config: Any  # ExperimentConfig
+    variant: str = ""
+    grid: dict = field(default_factory=dict)
 
 
 def plan(path: str | Path) -> tuple[SweepSpec, list[Planned]]:
@@ -91,7 +95,7 @@ def plan(path: str | Path) -> tuple[SweepSpec, list[Planned]]:
                 except ConfigError as e:
                     errors += [f"sweep variant '{v.label}': {m}" for m in e.messages if m not in " ".join(errors)]
                     break
-                runs.append(Planned(label, seed, cfg))
+                runs.append(Planned(label, seed, cfg, v.label, dict(zip(keys, combo))))
     if errors:
         raise ConfigError(errors)
     return spec, runs
@@ -111,7 +115,43 @@ def run_sweep(path: str | Path, dry_run: bool = False) -> Path:
         run_training(r.config, resume=state == "resume")
     if not dry_run:
         summarize(out, runs, spec.metrics)
+        if spec.plot:
+            line_plot(out, runs, spec.plot["x"], spec.plot["metric"])
     return out
+
+
+def line_plot(out: Path, runs: list[Planned], x_key: str, metric: str) -> Path:
+    """Mean of ``metric`` against grid key ``x_key``, one line per variant, inter-quartile band (seed Fig. 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[float, list[float]]] = {}
+    for r in runs:
+        run = RunDir(r.config.run_dir)
+        if run.finished() and x_key in r.grid:
+            value = _flatten(run.read_results()).get(metric)
+            if value is not None:
+                series.setdefault(r.variant, {}).setdefault(float(r.grid[x_key]), []).append(value)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for variant, pts in series.items():
+        xs = sorted(pts)
+        mean = [np.mean(pts[x]) for x in xs]
+        lo = [np.percentile(pts[x], 25) for x in xs]
+        hi = [np.percentile(pts[x], 75) for x in xs]
+        ax.plot(xs, mean, marker="o", label=variant)
+        ax.fill_between(xs, lo, hi, alpha=0.2)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=8)
+    path = out / f"lines_{metric}.png"
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
 
 
 def _flatten(results: dict) -> dict[str, float]:

@@ -3,6 +3,6 @@ from ..registry import Registry
 
 ANALYSES: Registry[type] = Registry("analysis")
 
-from . import attention, neuron_analysis  # noqa: E402,F401  (registration)
+from . import attention, landscape, neuron_analysis  # noqa: E402,F401  (registration)
 
 __all__ = ["ANALYSES"]

@@ -1,0 +1,173 @@
+"""``guidetune analyze landscape``: loss along filter-normalised random directions, masked by Fisher rank.
+
+Directions follow Li et al. 2018 ("Visualizing the Loss Landscape of Neural Nets"): a Gaussian direction
+d, rescaled filter by filter (each output row of a weight matrix, each embedding row) to the norm of the
+same filter of the weights; one-dimensional parameters (biases, norms) get no perturbation. The
+direction is then restricted by a mask: ``all`` parameters, the ``top`` or ``bottom`` k% by empirical
+Fisher (a ``guidetune fisher`` file of this model), or k% chosen at ``random`` (the control). The loss
+is the task loss of the model at theta + a d1 (+ b d2), averaged over a fixed set of batches.
+Outputs: ``landscape.npz`` (the grid, so plots can be redrawn), ``landscape.json`` and PNGs (1-D: line;
+2-D: contour and surface).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..errors import GuidetuneError
+from ..layers.names import unwrap
+from ..runs import atomic_write
+from ..spec import check, finish
+from . import ANALYSES
+from .common import save_fig, save_npz
+
+
+def filter_normalised(params: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random direction with every filter scaled to the norm of the weights' filter (biases: 0)."""
+    out = {}
+    for n, p in params.items():
+        if p.dim() <= 1:
+            out[n] = torch.zeros_like(p)
+            continue
+        d = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        rows_p = p.reshape(p.shape[0], -1).norm(dim=1, keepdim=True)
+        rows_d = d.reshape(d.shape[0], -1).norm(dim=1, keepdim=True).clamp_min(1e-12)
+        out[n] = (d.reshape(d.shape[0], -1) * rows_p / rows_d).reshape(p.shape)
+    return out
+
+
+def fisher_mask(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor] | None, kind: str, k: float,
+                gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Boolean masks: all, top/bottom k% of parameters by Fisher (one global threshold), or random k%."""
+    if kind == "all":
+        return {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
+    if kind == "random":
+        return {n: torch.rand(p.shape, generator=gen) < k / 100 for n, p in params.items()}
+    if fisher is None:
+        raise GuidetuneError(f"--mask {kind}: needs --fisher (a guidetune fisher file of this model)")
+    flat = torch.cat([fisher[n].flatten().float() for n in params])
+    m = max(1, int(flat.numel() * k / 100))
+    if kind == "top":
+        thr = torch.topk(flat, m).values.min()
+        return {n: fisher[n] >= thr for n in params}
+    thr = torch.topk(flat, m, largest=False).values.max()
+    return {n: fisher[n] <= thr for n in params}
+
+
+@ANALYSES.register("landscape")
+@dataclass
+class Landscape:
+    """1-D / 2-D loss surfaces around a model along filter-normalised directions, masked by Fisher rank."""
+
+    model: str = field(default="", metadata={"help": "a run directory, or a model (then give config)"})
+    config: str | None = field(default=None, metadata={"help": "experiment config naming the task and data"})
+    fisher: str | None = field(default=None, metadata={"help": "Fisher file for the top/bottom masks"})
+    mask: Literal["all", "top", "bottom", "random"] = "all"
+    k: float = field(default=5.0, metadata={"help": "percent of parameters the mask keeps"})
+    dims: Literal[1, 2] = 2
+    steps: int = 11
+    range: float = 1.0
+    batches: int = 4
+    split: Literal["train", "eval"] = "eval"
+    seed: int = 0
+    out: str = "analysis/landscape"
+
+    def __post_init__(self):
+        e: list[str] = []
+        check(e, bool(self.model), "model: give a run directory or a model")
+        check(e, 0 < self.k <= 100, f"k: must be in (0, 100], got {self.k}")
+        check(e, self.steps >= 3, f"steps: must be >= 3, got {self.steps}")
+        check(e, self.range > 0, f"range: must be > 0, got {self.range}")
+        finish(e)
+
+    def _load(self):
+        from ..config import load_config
+        from ..experiment import load_run, prepare
+        from ..runs import RunDir
+
+        if RunDir(self.model).exists():
+            _, task, model, _ = load_run(self.model)
+            return task, model
+        if not self.config:
+            raise GuidetuneError("analyze landscape: a model name needs --config (an experiment file with its task)")
+        cfg = load_config(self.config, [f"model.name={self.model}"])
+        task, model, _ = prepare(cfg)
+        return task, model
+
+    @torch.no_grad()
+    def run(self) -> dict:
+        from ..tasks.base import strip_extras
+
+        task, model = self._load()
+        model.eval()
+        feats = task.dataset(self.split)
+        bs = 16
+        batches = [strip_extras(task.collate(feats[i:i + bs]))[0] for i in range(0, min(len(feats), bs * self.batches), bs)]
+        hf = unwrap(model)
+        params = {n: p for n, p in hf.named_parameters() if p.dtype.is_floating_point}
+        fisher = None
+        if self.fisher:
+            from .fisher_estimate import load
+
+            fisher, _ = load(self.fisher, model)
+        gen = torch.Generator().manual_seed(self.seed)
+        base = {n: p.detach().clone() for n, p in params.items()}
+        masks = fisher_mask(base, fisher, self.mask, self.k, gen)
+        dirs = []
+        for _ in range(self.dims):
+            d = filter_normalised(base, gen)
+            dirs.append({n: d[n] * masks[n] for n in d})
+        alphas = np.linspace(-self.range, self.range, self.steps)
+        grid_shape = (self.steps,) * self.dims
+        loss = np.zeros(grid_shape)
+        try:
+            for idx in np.ndindex(*grid_shape):
+                coeff = [alphas[i] for i in idx]
+                for n, p in params.items():
+                    p.copy_(base[n] + sum(c * d[n] for c, d in zip(coeff, dirs)))
+                loss[idx] = np.mean([float(model(**b).loss) for b in batches])
+        finally:
+            for n, p in params.items():
+                p.copy_(base[n])
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        out = Path(self.out)
+        save_npz(out / "landscape.npz", alphas=alphas, loss=loss, dims=np.array(self.dims))
+        info = {"model": self.model, "mask": self.mask, "k": self.k, "kept_fraction": kept / total,
+                "dims": self.dims, "steps": self.steps, "range": self.range, "center_loss": float(loss[(self.steps // 2,) * self.dims]),
+                "max_loss": float(loss.max()), "batches": len(batches)}
+        atomic_write(out / "landscape.json", json.dumps(info, indent=1))
+        self._plot(out, alphas, loss, info)
+        return info
+
+    def _plot(self, out: Path, alphas, loss, info) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        title = f"mask {info['mask']}" + (f" {info['k']:g}%" if info["mask"] != "all" else "")
+        if self.dims == 1:
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+            ax.plot(alphas, loss, marker=".")
+            ax.set_xlabel("alpha")
+            ax.set_ylabel("loss")
+            ax.set_title(title, fontsize=9)
+            save_fig(fig, out / "landscape_1d.png")
+            return
+        a, b = np.meshgrid(alphas, alphas, indexing="ij")
+        fig, ax = plt.subplots(figsize=(4.8, 4))
+        cs = ax.contour(a, b, loss, levels=20)
+        ax.clabel(cs, fontsize=6)
+        ax.set_title(title, fontsize=9)
+        save_fig(fig, out / "landscape_contour.png")
+        fig = plt.figure(figsize=(5.5, 4.5))
+        ax = fig.add_subplot(projection="3d")
+        ax.plot_surface(a, b, loss, cmap="viridis")
+        ax.set_title(title, fontsize=9)
+        save_fig(fig, out / "landscape_surface.png")
