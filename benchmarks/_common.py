@@ -45,17 +45,45 @@ def header(title: str) -> None:
 
 def time_trainer_steps(model, feats, terms: list, steps: int, rounds: int, batch_size: int = 16,
                        sampler=None) -> dict[str, float]:
-    """Median step time (s) of a plain HF Trainer and of GuidedTrainer with ``terms`` on the same data.
+    """Median step time (s) of a plain HF Trainer and of GuidedTrainer with ``terms`` on the same data."""
+    from transformers import Trainer
 
-    Each step is timed between the Trainer's on_step_begin and on_step_end callbacks; the two trainers
-    alternate in ``rounds`` so machine noise hits both alike; the first 3 steps of each run are dropped.
+    from guidetune.finetune.trainer import GuidedTrainer
+
+    class Plain(Trainer):  # drops guidetune's gt_* keys, which only the regularizers read
+        def compute_loss(self, model, inputs, *a, **kw):
+            return super().compute_loss(model, {k: v for k, v in inputs.items() if not k.startswith("gt_")}, *a, **kw)
+
+        def _get_train_sampler(self, ds=None):
+            return sampler if sampler is not None else super()._get_train_sampler(ds)
+
+    return time_alternating({
+        "plain": lambda args, cb: Plain(model=model, args=args, train_dataset=feats, data_collator=_collate(),
+                                        callbacks=[cb]),
+        "guided": lambda args, cb: GuidedTrainer(model=model, args=args, train_dataset=feats, data_collator=_collate(),
+                                                 callbacks=[cb], terms=terms, train_sampler=sampler),
+    }, steps, rounds, batch_size)
+
+
+def _collate():
+    from transformers import AutoTokenizer
+
+    from guidetune.tasks.base import pad_batch
+    from guidetune.testing import minilm_dir
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    return lambda f: pad_batch(tok, f)
+
+
+def time_alternating(factories: dict, steps: int, rounds: int, batch_size: int = 16) -> dict[str, float]:
+    """Median training-step time (s) of each trainer factory ``(args, callback) -> Trainer``.
+
+    Each step is timed between the Trainer's on_step_begin and on_step_end callbacks; the trainers
+    alternate in ``rounds`` so machine noise hits all alike; the first 3 steps of each run are dropped.
     """
     import tempfile
 
-    from transformers import Trainer, TrainerCallback, TrainingArguments
-
-    from guidetune.finetune.trainer import GuidedTrainer
-    from guidetune.tasks.base import pad_batch
+    from transformers import TrainerCallback, TrainingArguments
 
     class Timer(TrainerCallback):
         def __init__(self):
@@ -67,33 +95,15 @@ def time_trainer_steps(model, feats, terms: list, steps: int, rounds: int, batch
         def on_step_end(self, *args, **kw):
             self.times.append(time.perf_counter() - self.t0)
 
-    class Plain(Trainer):  # drops guidetune's gt_* keys, which only the regularizers read
-        def compute_loss(self, model, inputs, *a, **kw):
-            return super().compute_loss(model, {k: v for k, v in inputs.items() if not k.startswith("gt_")}, *a, **kw)
-
-        def _get_train_sampler(self, ds=None):
-            return sampler if sampler is not None else super()._get_train_sampler(ds)
-
-    from transformers import AutoTokenizer
-
-    from guidetune.testing import minilm_dir
-
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    times = {"plain": [], "guided": []}
+    times = {k: [] for k in factories}
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=batch_size,
                                  learning_rate=1e-5, report_to="none", save_strategy="no", logging_steps=10**6,
                                  disable_tqdm=True, use_cpu=True, seed=0, dataloader_pin_memory=False,
                                  remove_unused_columns=False)
-        collate = lambda f: pad_batch(tok, f)  # noqa: E731
         for _ in range(rounds):
-            for kind in ("plain", "guided"):
+            for name, make in factories.items():
                 timer = Timer()
-                if kind == "plain":
-                    tr = Plain(model=model, args=args, train_dataset=feats, data_collator=collate, callbacks=[timer])
-                else:
-                    tr = GuidedTrainer(model=model, args=args, train_dataset=feats, data_collator=collate,
-                                       callbacks=[timer], terms=terms, train_sampler=sampler)
-                tr.train()
-                times[kind] += timer.times[3:]
+                make(args, timer).train()
+                times[name] += timer.times[3:]
     return {k: statistics.median(v) for k, v in times.items()}
