@@ -21,7 +21,7 @@ from _common import demo_texts, header, minilm
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=32)
     a = ap.parse_args()
     from guidetune.analysis.fisher_estimate import estimate, per_sample_nll
     from guidetune.tasks.base import pad_batch

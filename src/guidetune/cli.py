@@ -202,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
     fi.add_argument("--reliability", help="comma-separated fractions compared to the reference (seed Table 1)")
     fi.add_argument("--reference", type=float, help="reference fraction (default: the largest)")
     fi.add_argument("--seed", type=int, default=0)
-    fi.add_argument("--batch-size", type=int, default=16)
+    fi.add_argument("--batch-size", type=int, default=32)
     fi.add_argument("--max-length", type=int, default=128)
     fi.add_argument("--text-field", default="text")
     fi.add_argument("--label-field", default="label")

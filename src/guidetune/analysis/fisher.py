@@ -109,7 +109,9 @@ class PerSampleSquaredGrads:
             rows, sq = per_sample
             self.totals[name].index_add_(0, rows, sq.double())
         else:
-            self.totals[name] += per_sample.double().pow(2).sum(0)
+            # Square in place and sum over the batch in float32 (the per-sample tensor is a temporary);
+            # only the running total is float64. This memory-bound step dominates the cost.
+            self.totals[name] += per_sample.square_().sum(0)
 
     def _contributions(self, rec, b: int):
         m, a, g = rec["module"], rec["input"], rec["grad"]

@@ -104,7 +104,7 @@ def per_sample_nll(model, batch: dict, objective: str) -> torch.Tensor:
     return nll.sum(1)
 
 
-def estimate(model, tok, samples: list[dict], objective: str, batch_size: int = 16, seed: int = 0,
+def estimate(model, tok, samples: list[dict], objective: str, batch_size: int = 32, seed: int = 0,
              snapshots: list[int] | None = None, progress: bool = True) -> dict[int, dict[str, torch.Tensor]]:
     """Fisher estimates after the first k samples, for every k in ``snapshots`` (default: all samples)."""
     from ..tasks.base import pad_batch
