@@ -71,14 +71,14 @@ def plan(path: str | Path) -> tuple[SweepSpec, list[Planned]]:
     base_path = (path.parent / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
     base = read_yaml(base_path)
     out_dir = str(Path(spec.output_dir or base.get("output_dir", "runs")) / spec.name)
-    variants = spec.variants or [Variant(label="base")]
+    variants = spec.variants or [Variant(label="")]
     keys = list(spec.grid)
     combos = list(itertools.product(*[spec.grid[k] for k in keys])) or [()]
     errors, runs, labels = [], [], set()
     for v in variants:
         for combo in combos:
             values = {**v.set, **dict(zip(keys, combo))}
-            label = v.label + "".join(f"-{k.split('.')[-1]}={c}" for k, c in zip(keys, combo))
+            label = (v.label + "".join(f"-{k.split('.')[-1]}={c}" for k, c in zip(keys, combo))).strip("-") or "base"
             if label in labels:
                 errors.append(f"sweep: configuration label '{label}' appears twice")
                 continue
