@@ -100,3 +100,20 @@ def test_help_on_each_command(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: guidetune " + cmd in capsys.readouterr().out
+
+
+def test_validate_checks_data_paths_and_task_files(capsys, tmp_path, tiny_dirs, cls_data):
+    p = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="v",
+                    task={"name": "beliefbank", "data": str(tmp_path / "nowhere")},
+                    regularizers=[{"name": "fisher_dropout", "fisher": str(tmp_path / "f.safetensors")}],
+                    eval_tasks=[{"name": "multiple_choice", "eval": str(tmp_path / "mc.jsonl")}])
+    code, _, err = run_cli(capsys, "validate", str(p))
+    assert code == 2
+    assert f"error: task.data: not found '{tmp_path / 'nowhere'}'" in err
+    assert f"error: eval_tasks[0].eval: not found '{tmp_path / 'mc.jsonl'}'" in err
+    assert f"error: regularizers[0].fisher: file not found '{tmp_path / 'f.safetensors'}'" in err
+    bad = tmp_path / "bank"
+    bad.mkdir()
+    p2 = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="v2", task={"name": "beliefbank", "data": str(bad)})
+    code, _, err = run_cli(capsys, "validate", str(p2))
+    assert code == 2 and "BeliefBank file 'silver_facts.json' is missing" in err

@@ -66,3 +66,26 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_dirs, c
     for x, y in zip(a, b):
         assert x == pytest.approx(y, rel=1e-5)
     assert [s for s, *_ in _losses(run_dir)] == list(range(1, 11))  # no duplicated steps after resume
+
+
+def test_resume_accepts_a_config_saved_before_a_field_existed(tmp_path, tiny_dirs, cls_data):
+    """A run saved by an older guidetune (no eval_tasks, no data_fraction) still resumes."""
+    import yaml
+
+    from guidetune.config import load_config
+    from guidetune.experiment import _check_resumable
+    from guidetune.runs import RunDir
+
+    cfg = load_config(tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="old"))
+    run = RunDir(cfg.run_dir)
+    old = cfg.to_dict()
+    old.pop("eval_tasks")
+    old["train"].pop("data_fraction")
+    run.write_config(old)
+    _check_resumable(run, cfg)  # no error
+    changed = cfg.to_dict()
+    changed["train"]["lr"] = 0.5
+    run.write_config(changed)
+    with pytest.raises(Exception, match="its saved config differs in train"):
+        _check_resumable(run, cfg)
+    assert yaml.safe_load(run.config.read_text())["train"]["lr"] == 0.5

@@ -72,3 +72,18 @@ def test_report_is_self_contained_with_metrics_diffs_and_curves(tmp_path, tiny_d
     assert "regularizers.0.weight" in page  # the config difference between the runs
     assert "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+@pytest.mark.slow
+def test_data_fraction_grid_and_line_plot(tmp_path, tiny_dirs, cls_data):
+    p = _sweep(tmp_path, tiny_dirs, cls_data, seeds=[0], grid={"train.data_fraction": [0.5, 1.0]},
+               plot={"x": "train.data_fraction", "metric": "accuracy"},
+               variants=[{"label": "a"}, {"label": "b", "set": {"regularizers": [{"name": "dropout", "p": 0.2}]}}])
+    out = run_sweep(p)
+    import json
+
+    ex = [json.loads((out / f"{v}-data_fraction={f}-s0" / "results.json").read_text())["train"]["examples"]
+          for v in ("a", "b") for f in (0.5, 1.0)]
+    assert ex == [18, 36, 18, 36]
+    assert (out / "lines_accuracy.png").stat().st_size > 1000
+    assert (out / "b-data_fraction=0.5-s0" / "dropout_schedule.json").exists()

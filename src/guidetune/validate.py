@@ -1,8 +1,27 @@
 """``guidetune validate``: every config error at once, including the ones that need the model's config."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from .config import build_plugin, load_config
 from .errors import ConfigError, GuidetuneError
+
+
+_PATH_KEYS = ("train", "eval", "data", "glue_dir")
+
+
+def _missing_paths(where: str, params: dict) -> list[str]:
+    """Data paths in a task's parameters that do not exist (package paths guidetune:... included)."""
+    from .tasks.base import PACKAGE_PREFIX
+
+    out = []
+    for key in _PATH_KEYS:
+        value = params.get(key)
+        if not isinstance(value, str) or not value or value.startswith(PACKAGE_PREFIX):
+            continue
+        if not Path(value).expanduser().exists():
+            out.append(f"{where}.{key}: not found '{value}'")
+    return out
 
 
 def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
@@ -29,15 +48,25 @@ def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
     except GuidetuneError as e:
         errors.append(str(e))
     task = build_plugin(TASKS, cfg.task)
+    errors += _missing_paths("task", cfg.task.params)
+    for i, spec in enumerate(cfg.eval_tasks):
+        errors += _missing_paths(f"eval_tasks[{i}]", spec.params)
+    for i, spec in enumerate(cfg.regularizers):
+        if spec.params.get("fisher") and not Path(spec.params["fisher"]).is_file():
+            errors.append(f"regularizers[{i}].fisher: file not found '{spec.params['fisher']}'")
     if getattr(task, "head", cfg.model.head) not in (cfg.model.head, "any"):
         errors.append(f"model.head: task '{cfg.task.name}' needs head '{task.head}', got '{cfg.model.head}'")
     if getattr(task, "pairs", "none") != "none" and (cfg.train.batch_size < 2 or cfg.train.batch_size % 2):
         errors.append(f"train.batch_size: must be even when task.pairs is set, so that every batch holds whole "
                       f"positive pairs; got {cfg.train.batch_size}")
-    try:
-        task.num_labels()  # reads the training file
-    except GuidetuneError as e:
-        errors.append(str(e))
+    if not any(e.startswith("task.") for e in errors):
+        try:  # reads and checks the task's files (labels, BeliefBank JSON, multiple-choice rows)
+            from .config import ModelSpec
+            from .models import load_tokenizer
+
+            task.setup(load_tokenizer(ModelSpec(name=cfg.model.tokenizer or cfg.model.name)))
+        except GuidetuneError as e:
+            errors.append(str(e))
     if scheme is not None:
         for i, spec in enumerate(cfg.regularizers):
             reg = build_plugin(REGULARIZERS, spec)
