@@ -52,7 +52,7 @@ def test_nan_term_stops_with_one_line_and_the_last_checkpoint_stays_good(tmp_pat
     import guidetune.experiment as ex
 
     real = ex.build_terms
-    monkeypatch.setattr(ex, "build_terms", lambda cfg, m, t: real(cfg, m, t) + [Term("spiky", 1.0, NanAt())])
+    monkeypatch.setattr(ex, "build_terms", lambda cfg, m, t, run=None: real(cfg, m, t, run) + [Term("spiky", 1.0, NanAt())])
     cfg = load_config(tiny_config(tmp_path, tiny_dirs["bert"], cls_data, train={"save_steps": 3},
                                   regularizers=[{"name": "l1", "weight": 0.1}]))
     with pytest.raises(TrainingDiverged) as e:
