@@ -87,3 +87,6 @@ def test_data_fraction_grid_and_line_plot(tmp_path, tiny_dirs, cls_data):
     assert ex == [18, 36, 18, 36]
     assert (out / "lines_accuracy.png").stat().st_size > 1000
     assert (out / "b-data_fraction=0.5-s0" / "dropout_schedule.json").exists()
+    from guidetune.experiment import evaluate_run
+
+    assert "accuracy" in evaluate_run(out / "a-data_fraction=0.5-s0")  # re-evaluating a sub-sampled run

@@ -150,14 +150,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         raise GuidetuneError(f"train.batch_size: must be even when task.pairs is set, so that every batch holds "
                              f"whole positive pairs; got {cfg.train.batch_size}")
     extra = eval_tasks(cfg, tokenizer)
-    train_set = task.dataset("train")
-    if cfg.train.data_fraction < 1:
-        if sampler is not None:
-            raise GuidetuneError("train.data_fraction: cannot sub-sample a paired training set; lower "
-                                 "task.max_pairs instead")
-        k = max(1, round(cfg.train.data_fraction * len(train_set)))
-        keep = sorted(random.Random(f"data:{cfg.train.data_seed}").sample(range(len(train_set)), k))
-        train_set = [train_set[i] for i in keep]
+    train_set = training_set(cfg, task, sampler)
     trainer = GuidedTrainer(
         model=model,
         args=args,
@@ -209,6 +202,18 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
     return results
 
 
+def training_set(cfg: ExperimentConfig, task, sampler) -> list[dict]:
+    """The task's training features, or a seeded ``train.data_fraction`` sub-sample of them."""
+    feats = task.dataset("train")
+    if cfg.train.data_fraction >= 1:
+        return feats
+    if sampler is not None:
+        raise GuidetuneError("train.data_fraction: cannot sub-sample a paired training set; lower task.max_pairs instead")
+    k = max(1, round(cfg.train.data_fraction * len(feats)))
+    keep = sorted(random.Random(f"data:{cfg.train.data_seed}").sample(range(len(feats)), k))
+    return [feats[i] for i in keep]
+
+
 def _barrier(args) -> None:
     import torch.distributed as dist
 
@@ -252,14 +257,6 @@ def evaluate_run(run_dir: str | Path, batch_size: int | None = None) -> dict:
     results = run.read_results() if run.finished() else {"name": cfg.name}
     results["eval"] = metrics
     extra = eval_tasks(cfg, tokenizer)
-    train_set = task.dataset("train")
-    if cfg.train.data_fraction < 1:
-        if sampler is not None:
-            raise GuidetuneError("train.data_fraction: cannot sub-sample a paired training set; lower "
-                                 "task.max_pairs instead")
-        k = max(1, round(cfg.train.data_fraction * len(train_set)))
-        keep = sorted(random.Random(f"data:{cfg.train.data_seed}").sample(range(len(train_set)), k))
-        train_set = [train_set[i] for i in keep]
     if extra:
         results["eval"]["eval_tasks"] = {k: t.evaluate(model, "eval", bs) for k, t in extra}
     run.write_results(results)
