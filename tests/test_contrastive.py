@@ -100,3 +100,23 @@ def test_a_batch_without_positives_gives_zero_with_a_graph():
     acts.requires_grad_(True)
     value = _reg().loss(FakeCaptures(acts, mask), {"gt_pair_id": torch.full((6,), -1)})
     assert float(value) == 0.0 and value.requires_grad
+
+
+def test_queue_state_is_saved_with_checkpoints_and_restored(tmp_path):
+    from types import SimpleNamespace
+
+    from guidetune.finetune.trainer import CheckpointMarker, Term, load_term_states
+    from guidetune.runs import RunDir
+
+    acts, mask, pair = _data(3)
+    reg = _reg(queue_size=4)
+    reg.loss(FakeCaptures(acts, mask), {"gt_pair_id": pair})
+    run = RunDir(tmp_path)
+    (run.checkpoints / "checkpoint-7").mkdir(parents=True)
+    args = SimpleNamespace(process_index=0, world_size=1)
+    CheckpointMarker(run, [Term("contrastive", 1.0, reg)]).on_save(args, SimpleNamespace(
+        global_step=7, is_world_process_zero=True), None)
+    assert run.last_checkpoint() == run.checkpoints / "checkpoint-7"
+    fresh = _reg(queue_size=4)
+    load_term_states([Term("contrastive", 1.0, fresh)], run.last_checkpoint(), rank=0)
+    assert torch.equal(fresh._queues["L"], reg._queues["L"])

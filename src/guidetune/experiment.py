@@ -13,7 +13,7 @@ import yaml
 from .config import ExperimentConfig, build_plugin, parse_config
 from .errors import GuidetuneError
 from .finetune.modes import apply_mode, load_trainable, parameter_report, save_finetuned
-from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, Term
+from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, Term, load_term_states
 from .models import load_model
 from .regularizers import REGULARIZERS
 from .runs import RunDir
@@ -160,7 +160,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         terms=terms,
         run=run,
         train_sampler=sampler,
-        callbacks=[JsonlLogger(run), CheckpointMarker(run)] + list(callbacks or []),
+        callbacks=[JsonlLogger(run), CheckpointMarker(run, terms)] + list(callbacks or []),
         eval_tasks=[("", task)] + [(f"{k}/", t) for k, t in extra],
         eval_every=cfg.train.eval_steps,
     )
@@ -169,6 +169,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         run.truncate_metrics(int(checkpoint.name.split("-")[1]) if checkpoint else 0)
     if checkpoint:
         log.info("resuming from %s", checkpoint)
+        load_term_states(terms, checkpoint, args.process_index)
     out = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     results = {

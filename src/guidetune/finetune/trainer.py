@@ -144,13 +144,35 @@ class JsonlLogger(TrainerCallback):
 
 
 class CheckpointMarker(TrainerCallback):
-    """Mark a checkpoint complete once the Trainer has finished writing it (HF writes in place)."""
+    """Mark a checkpoint complete once the Trainer has finished writing it (HF writes in place).
 
-    def __init__(self, run: RunDir):
+    Regularizers with state (e.g. the contrastive queue) save it next to the checkpoint, one file per
+    process, before the marker is written, so a resumed run continues exactly where it stopped."""
+
+    def __init__(self, run: RunDir, terms: list[Term] | None = None):
         self.run = run
+        self.terms = terms or []
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            ckpt = self.run.checkpoints / f"checkpoint-{state.global_step}"
-            if ckpt.exists():
-                atomic_json(ckpt / CHECKPOINT_MARKER, {"step": state.global_step})
+        ckpt = self.run.checkpoints / f"checkpoint-{state.global_step}"
+        states = {t.key: t.regularizer.state_dict() for t in self.terms if hasattr(t.regularizer, "state_dict")}
+        if states and ckpt.exists():
+            tmp = ckpt / f".regularizers_rank{args.process_index}.pt.tmp"
+            torch.save(states, tmp)
+            tmp.replace(ckpt / f"regularizers_rank{args.process_index}.pt")
+        if args.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank's state is on disk before the checkpoint counts as complete
+        if state.is_world_process_zero and ckpt.exists():
+            atomic_json(ckpt / CHECKPOINT_MARKER, {"step": state.global_step})
+
+
+def load_term_states(terms: list[Term], checkpoint, rank: int) -> None:
+    """Restore regularizer state saved by :class:`CheckpointMarker` (nothing to do when none was saved)."""
+    path = checkpoint / f"regularizers_rank{rank}.pt"
+    if path.exists():
+        states = torch.load(path, weights_only=True)
+        for t in terms:
+            if t.key in states:
+                t.regularizer.load_state_dict(states[t.key])

@@ -50,7 +50,8 @@ class Contrastive:
 
     ``queue_size > 0`` adds the embeddings of earlier batches as extra negatives (a MoCo-style FIFO
     queue, the remedy SpARC proposes for small batches). Unlike MoCo there is no momentum encoder: the
-    queue holds detached embeddings from the model being trained. The queue is per process and per layer.
+    queue holds detached embeddings from the model being trained. The queue is per process and per layer,
+    and is saved with every checkpoint.
     """
 
     layers: list[str] = field(default_factory=lambda: ["final"], metadata={"help": "canonical layer names"})
@@ -71,6 +72,13 @@ class Contrastive:
 
     def setup(self, model, tokenizer) -> None:
         self.captured = expand_layers(model, self.layers)
+
+    def state_dict(self) -> dict:
+        """The negative queues (saved with every checkpoint, so a resumed run continues with them)."""
+        return {name: q.cpu() for name, q in self._queues.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._queues = dict(state)
 
     def loss(self, captures, batch):
         if "gt_pair_id" not in batch:
@@ -94,6 +102,8 @@ class Contrastive:
             return e.sum() * 0.0
         sims = e @ e.T  # [b, b]
         queue = self._queues.get(name)
+        if queue is not None and queue.device != e.device:
+            queue = queue.to(e.device)
         q_sims = e @ queue.T if queue is not None else e.new_zeros(b, 0)  # [b, k]
         negatives = ~same & ~eye
         pos = (sims * same).sum(1)  # exactly one partner per anchor
