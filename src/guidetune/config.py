@@ -16,6 +16,7 @@ Overrides address fields by dotted path: ``train.lr=1e-4``, ``regularizers.0.wei
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -225,10 +226,8 @@ def _plugin(raw: Any, where: str, errors: list[str], weighted: bool) -> PluginSp
     name = raw.pop("name")
     weight = raw.pop("weight", 1.0) if weighted else 1.0
     if isinstance(weight, str):
-        try:
+        with contextlib.suppress(ValueError):  # "1e-5" from YAML; a non-number is reported below
             weight = float(weight)
-        except ValueError:
-            pass
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         errors.append(f"{where}.weight: expected a number, got {weight!r}")
         return None

@@ -8,14 +8,9 @@ def _registries() -> dict:
     from .regularizers import REGULARIZERS
     from .tasks import TASKS
 
-    regs = {"regularizers": REGULARIZERS, "tasks": TASKS}
-    try:
-        from .analysis import ANALYSES
+    from .analysis import ANALYSES
 
-        regs["analyses"] = ANALYSES
-    except ImportError:
-        pass
-    return regs
+    return {"regularizers": REGULARIZERS, "tasks": TASKS, "analyses": ANALYSES}
 
 
 def _first_line(obj) -> str:

@@ -12,6 +12,7 @@ place, so a killed process leaves either the old or the new version, never half 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -65,10 +66,8 @@ def atomic_json(path: str | Path, obj: Any) -> None:
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):  # optional packages
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 

@@ -8,6 +8,7 @@ large dependency (pydantic would double the install's compile surface for this o
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -100,10 +101,8 @@ def _coerce(value: Any, hint: Any, where: str, errors: list[str]) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             # YAML reads "1e-5" (no dot) as a string; accept numeric strings for floats.
             if isinstance(value, str):
-                try:
+                with contextlib.suppress(ValueError):
                     return float(value)
-                except ValueError:
-                    pass
             errors.append(f"{where}: expected a number, got {value!r}")
             return value
         return float(value)

@@ -7,6 +7,7 @@ adapter (AdapterHub ``SeqBnConfig``, as in the SpARC paper) after each FFN and t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -38,10 +39,8 @@ def head_modules(model: nn.Module) -> list[nn.Module]:
     else:
         mods += [m for _, m in hf.named_children() if m is not base]
     for path in _POST[fam.name]:
-        try:
+        with contextlib.suppress(AttributeError):  # e.g. a BERT built without its pooler
             mods.append(base.get_submodule(path))
-        except AttributeError:
-            pass
     return mods
 
 
