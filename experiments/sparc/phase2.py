@@ -2,7 +2,8 @@
 
     python experiments/sparc/phase2.py        (after `guidetune sweep experiments/sparc/sweep.yaml`)
 
-"Best" = highest multi-hop consistency in phase 1 (seed 0), the quantity SpARC sets out to improve.
+"Best" = highest multi-hop consistency in phase 1 (seed 0), the quantity SpARC sets out to improve
+(ties broken by F1).
 Writes runs/sparc-table/sweep_phase2.yaml (the phase-1 sweep with those seeds added) and runs it;
 finished runs are skipped, so only the new seeds train, and the summary covers every row.
 """
@@ -16,7 +17,7 @@ from guidetune.sweep import run_sweep
 here = Path(__file__).resolve().parent
 out = Path("runs/sparc-table")
 rows = list(csv.DictReader((out / "summary.csv").open()))
-score = {r["label"]: float(r["multihop_consistency_mean"]) for r in rows}
+score = {r["label"]: (float(r["multihop_consistency_mean"]), float(r["f1_mean"])) for r in rows}  # ties: F1
 best_l1 = max((k for k in score if k.startswith("adapter+l1-")), key=score.get)
 best_c = max((k for k in score if k.startswith("adapter+l1+contrastive-")), key=score.get)
 print(f"best L1 row: {best_l1}; best contrastive row: {best_c}")
