@@ -212,9 +212,13 @@ def _bar_chart(path: Path, summary: dict, cols: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     labels = list(summary)
-    fig, axes = plt.subplots(1, len(cols), figsize=(max(4, 1.2 * len(labels)) * min(len(cols), 4) / 2 + 2, 4),
-                             squeeze=False)
-    for ax, c in zip(axes[0], cols):
+    ncols = min(3, len(cols))
+    nrows = -(-len(cols) // ncols)
+    width = max(4.0, 0.45 * len(labels) + 1.5)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(cols):]:
+        ax.axis("off")
+    for ax, c in zip(axes.flat, cols):
         means = [summary[lab][c][0] for lab in labels]
         iqr = [summary[lab][c][1] / 2 for lab in labels]
         ax.bar(range(len(labels)), means, yerr=iqr, capsize=3, color="#4C72B0")
