@@ -51,25 +51,34 @@ class Counters:
 
     def add(self, acts: torch.Tensor, counted: torch.Tensor, threshold: torch.Tensor | float,
             member: torch.Tensor, sentence_fraction: float) -> None:
-        """acts [batch, seq, n]; counted [batch, seq] bool; member [batch, concepts] bool."""
-        acts = acts.double()
-        fire = (acts > threshold) & counted[..., None]  # [batch, seq, n]
-        per_sentence = fire.sum(1).double()  # [batch, n]
-        n_tok = counted.sum(1, keepdim=True).double().clamp_min(1)
-        fires = per_sentence / n_tok >= sentence_fraction if sentence_fraction > 0 else per_sentence > 0
+        """acts [batch, seq, n]; counted [batch, seq] bool; member [batch, concepts] bool.
+
+        Elementwise work stays in the activations' float32 (it runs once per batch over
+        [batch, seq, n]); only the running totals are float64."""
+        acts = acts.float()
+        keep = counted[..., None]
+        fire = (acts > threshold) & keep  # [batch, seq, n]
+        per_sentence = fire.sum(1)  # [batch, n] int
+        if sentence_fraction > 0:
+            n_tok = counted.sum(1, keepdim=True).clamp_min(1)
+            fires = per_sentence >= sentence_fraction * n_tok
+        else:
+            fires = per_sentence > 0
         fires &= counted.any(1, keepdim=True)
         self.sentences += acts.shape[0]
         self.tokens += int(counted.sum())
         self.token_fires += per_sentence.sum(0)
-        self.sentence_fires += fires.double().sum(0)
-        self.act_sum += (acts * counted[..., None]).sum((0, 1))
-        self.act_max = torch.maximum(self.act_max, acts.masked_fill(~counted[..., None], -float("inf")).amax((0, 1)))
-        m = member.double()
+        fires_f = fires.float()
+        self.sentence_fires += fires_f.sum(0)
+        masked = acts.masked_fill(~keep, 0.0)
+        self.act_sum += masked.sum((0, 1))
+        self.act_max = torch.maximum(self.act_max, acts.masked_fill(~keep, -float("inf")).amax((0, 1)).double())
+        m = member.float()
         self.concept_sentences += m.sum(0)
-        self.concept_fires += m.T @ fires.double()
+        self.concept_fires += m.T @ fires_f
         general = ~member.any(1)
         self.general_sentences += int(general.sum())
-        self.general_fires += fires[general].double().sum(0)
+        self.general_fires += fires_f[general].sum(0)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {k: getattr(self, k).numpy() for k in ("token_fires", "sentence_fires", "act_sum", "act_max",
