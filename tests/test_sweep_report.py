@@ -17,7 +17,7 @@ def _sweep(tmp_path, tiny_dirs, cls_data, **spec):
     return p
 
 
-def test_plan_crosses_variants_grid_and_seeds(tmp_path, tiny_dirs, cls_data):
+def test_plan_crosses_variants_grid_and_seeds(tmp_path, tiny_dirs, cls_data, capsys):
     p = _sweep(tmp_path, tiny_dirs, cls_data, grid={"train.lr": [1e-3, 1e-4]},
                variants=[{"label": "plain"},
                          {"label": "l1", "set": {"regularizers": [{"name": "l1", "weight": 0.1}]}, "seeds": [5]}])
@@ -27,6 +27,11 @@ def test_plan_crosses_variants_grid_and_seeds(tmp_path, tiny_dirs, cls_data):
         ("l1-lr=0.001", 5), ("l1-lr=0.0001", 5)]
     assert runs[-1].config.train.lr == 1e-4 and runs[-1].config.regularizers[0].weight == 0.1
     assert runs[0].config.run_dir == tmp_path / "runs" / "sw" / "plain-lr=0.001-s0"
+    _, runs = plan(p, seeds=[3])  # --seeds replaces the file's seeds, per-variant ones included
+    assert [(r.label, r.seed) for r in runs] == [
+        ("plain-lr=0.001", 3), ("plain-lr=0.0001", 3), ("l1-lr=0.001", 3), ("l1-lr=0.0001", 3)]
+    assert main(["sweep", str(p), "--seeds", "0,x", "--dry-run"]) != 0
+    assert "--seeds: expected comma-separated integers such as 0,1,2, got '0,x'" in capsys.readouterr().err
 
 
 def test_a_key_that_does_not_exist_is_named_with_a_suggestion(tmp_path, tiny_dirs, cls_data):

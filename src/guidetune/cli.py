@@ -78,7 +78,13 @@ def cmd_demo(a) -> int:
 def cmd_sweep(a) -> int:
     from .sweep import run_sweep
 
-    out = run_sweep(a.sweep, dry_run=a.dry_run)
+    seeds = None
+    if a.seeds is not None:
+        try:
+            seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError([f"--seeds: expected comma-separated integers such as 0,1,2, got '{a.seeds}'"])
+    out = run_sweep(a.sweep, dry_run=a.dry_run, seeds=seeds)
     if not a.dry_run:
         print((out / "summary.md").read_text())
         print(f"written: {out}/summary.md, summary.csv, runs.csv, summary.png")
@@ -181,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
                         "skipping finished runs, then write summary.csv/.md/.png.")
     sw.add_argument("sweep")
     sw.add_argument("--dry-run", action="store_true", help="validate and list the runs without training")
+    sw.add_argument("--seeds", help="comma-separated seeds replacing the file's (e.g. 0,1 first, all later)")
     sw.set_defaults(fn=cmd_sweep)
 
     rp = sub.add_parser("report", help="one self-contained HTML report over run directories")

@@ -64,10 +64,15 @@ class Planned:
     grid: dict = field(default_factory=dict)
 
 
-def plan(path: str | Path) -> tuple[SweepSpec, list[Planned]]:
-    """Every run of the sweep, validated; all problems are reported together."""
+def plan(path: str | Path, seeds: list[int] | None = None) -> tuple[SweepSpec, list[Planned]]:
+    """Every run of the sweep, validated; all problems are reported together. ``seeds`` replaces the
+    file's seeds (also per-variant ones), e.g. to finish two seeds of every cell before adding more."""
     path = Path(path)
     spec = build(SweepSpec, read_yaml(path), "sweep")
+    if seeds is not None:
+        spec.seeds = list(seeds)
+        for v in spec.variants:
+            v.seeds = None
     base_path = (path.parent / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
     base = read_yaml(base_path)
     out_dir = str(Path(spec.output_dir or base.get("output_dir", "runs")) / spec.name)
@@ -101,10 +106,10 @@ def plan(path: str | Path) -> tuple[SweepSpec, list[Planned]]:
     return spec, runs
 
 
-def run_sweep(path: str | Path, dry_run: bool = False) -> Path:
+def run_sweep(path: str | Path, dry_run: bool = False, seeds: list[int] | None = None) -> Path:
     from .experiment import run_training
 
-    spec, runs = plan(path)
+    spec, runs = plan(path, seeds)
     out = runs[0].config.run_dir.parent
     for i, r in enumerate(runs, 1):
         run = RunDir(r.config.run_dir)
