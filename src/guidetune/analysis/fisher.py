@@ -58,6 +58,10 @@ class PerSampleSquaredGrads:
         self.shared = {i for i, c in owners.items() if c > 1}
         self._records: list = []
         self._handles: list = []
+        # Reused output buffers of the per-sample weight gradients ([batch, out, in], up to ~75 MB each for
+        # MiniLM's FFN at batch 32): a fresh allocation of that size costs page faults every batch, which
+        # took as long as the matrix products themselves (benchmarks/fisher_speed.py).
+        self._buffers: dict[tuple, torch.Tensor] = {}
         self.batch_size = 1  # set by the caller before each forward
         # Embeddings whose output has no batch dimension (T5's relative position bias) mix all samples'
         # gradients in one tensor; with them, samples must go one at a time.
@@ -73,6 +77,10 @@ class PerSampleSquaredGrads:
         for h in self._handles:
             h.remove()
         self._handles, self._records = [], []
+
+    def release(self) -> None:
+        """Free the reused gradient buffers (call when the estimate is done)."""
+        self._buffers = {}
 
     def _forward(self, module, args, out):
         inp = args[0].detach()
@@ -127,12 +135,12 @@ class PerSampleSquaredGrads:
         g3 = g.reshape(b, -1, g.shape[-1]).to(dtype)
         if isinstance(m, nn.Linear):
             if want(m.weight):
-                out.append((m.weight, torch.einsum("bto,bti->boi", g3, a3)))
+                out.append((m.weight, self._bmm(g3.transpose(1, 2), a3, id(m.weight) in self.shared)))
             if want(m.bias):
                 out.append((m.bias, g3.sum(1)))
         elif _is_conv1d(m):
             if want(m.weight):
-                out.append((m.weight, torch.einsum("bti,bto->bio", a3, g3)))
+                out.append((m.weight, self._bmm(a3.transpose(1, 2), g3, id(m.weight) in self.shared)))
             if want(m.bias):
                 out.append((m.bias, g3.sum(1)))
         elif isinstance(m, nn.LayerNorm):
@@ -147,6 +155,17 @@ class PerSampleSquaredGrads:
             xhat = a3 * torch.rsqrt(a3.pow(2).mean(-1, keepdim=True) + m.variance_epsilon)
             out.append((m.weight, (g3 * xhat).sum(1)))
         return out
+
+    def _bmm(self, x: torch.Tensor, y: torch.Tensor, shared: bool) -> torch.Tensor:
+        """x @ y per sample; unshared parameters' results go to a reused buffer (consumed by ``_add``
+        before the next record is processed); shared ones are kept across records, so they get their own."""
+        if shared:
+            return torch.bmm(x, y)
+        key = (x.shape[0], x.shape[1], y.shape[2], x.dtype, x.device)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = torch.empty(key[:3], dtype=x.dtype, device=x.device)
+        return torch.bmm(x, y, out=buf)
 
     @staticmethod
     def _embedding(m: nn.Embedding, ids, g, b: int, dense: bool):
