@@ -33,6 +33,15 @@ def test_lora_and_adapter_modes_train_a_small_fraction():
     ad = apply_mode(tiny_model("bert"), FinetuneSpec(mode="adapter", adapter_reduction_factor=4), "classification")
     names = _trainable(ad)
     assert any("adapters.guidetune" in n for n in names) and "classifier.weight" in names
+    assert "guidetune" in str(ad.active_adapters)  # active, although adapters warns otherwise while setting up
+    x = torch.randint(5, 50, (2, 6))
+    ad.eval()
+    with torch.no_grad():  # the adapter is in the forward pass: perturbing it changes the output
+        before = ad(input_ids=x).logits.clone()
+        for n, p in ad.named_parameters():
+            if "adapters.guidetune" in n:
+                p.add_(0.5)
+        assert not torch.allclose(before, ad(input_ids=x).logits)
     rep = parameter_report(ad)
     assert 0 < rep["trainable"] < rep["total"]
 
