@@ -16,15 +16,32 @@ def test_filter_normalisation_and_masks():
     d = filter_normalised(params, g)
     torch.testing.assert_close(d["w"].norm(dim=1), params["w"].norm(dim=1))
     assert torch.equal(d["b"], torch.zeros(4))
-    fisher = {"w": torch.arange(12.0).reshape(4, 3), "b": torch.tensor([100.0, -1, -1, -1])}
-    top = fisher_mask(params, fisher, "top", 25, g)  # 4 of 16 values: 100, 11, 10, 9
-    assert int(top["b"].sum()) == 1 and top["w"].flatten().tolist()[-3:] == [True, True, True]
-    bottom = fisher_mask(params, fisher, "bottom", 25, g)
-    assert int(bottom["b"].sum()) == 3 and int(bottom["w"].sum()) == 1
-    rnd = fisher_mask({"w": torch.zeros(1000)}, None, "random", 10, g)
-    assert 50 < int(rnd["w"].sum()) < 150
+    params["v"] = torch.randn(2, 2)
+    fisher = {"w": torch.arange(12.0).reshape(4, 3), "b": torch.tensor([1e6, 0, 0, 0]),
+              "v": torch.tensor([[100.0, 0.0], [0.0, 0.5]])}
+    # population: the 16 matrix entries (biases are never moved, so never counted, whatever their Fisher)
+    top = fisher_mask(params, fisher, "top", 25, g)  # 4 of 16: 100, 11, 10, 9
+    assert not top["b"].any() and top["v"].tolist() == [[True, False], [False, False]]
+    assert top["w"].flatten().tolist() == [False] * 9 + [True] * 3
+    bottom = fisher_mask(params, fisher, "bottom", 25, g)  # 0, 0, 0, 0.5
+    assert bottom["w"].flatten().tolist() == [True] + [False] * 11 and not bottom["b"].any()
+    assert bottom["v"].tolist() == [[False, True], [True, True]]
+    nz = fisher_mask(params, fisher, "bottom", 25, g, population="nonzero")  # 13 entries > 0 -> 3: 0.5, 1, 2
+    assert nz["v"].tolist() == [[False, False], [False, True]] and nz["w"].flatten().tolist()[:3] == [False, True, True]
+    assert int(nz["w"].sum()) == 2
+    rnd = fisher_mask(params, fisher, "random", 25, g, population="nonzero")
+    assert sum(int(m.sum()) for m in rnd.values()) == 3 and all(bool((fisher[n][m] > 0).all()) for n, m in rnd.items())
+    # ties: exactly k%, chosen by the seed
+    zeros = {"w": torch.zeros(100, 10)}
+    picks = [fisher_mask(zeros, zeros, "bottom", 10, torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    assert [int(p["w"].sum()) for p in picks] == [100, 100, 100]
+    assert torch.equal(picks[0]["w"], picks[1]["w"]) and not torch.equal(picks[0]["w"], picks[2]["w"])
+    rnd = fisher_mask({"w": torch.zeros(100, 10)}, None, "random", 10, g)
+    assert int(rnd["w"].sum()) == 100
     with pytest.raises(GuidetuneError, match="--mask top: needs --fisher"):
         fisher_mask(params, None, "top", 5, g)
+    with pytest.raises(GuidetuneError, match="--population nonzero: needs --fisher"):
+        fisher_mask(params, None, "random", 5, g, population="nonzero")
 
 
 def test_landscape_of_a_run_1d_and_2d(tmp_path, tiny_dirs, cls_data, capsys):

@@ -143,10 +143,10 @@ def cmd_fisher(a) -> int:
 def cmd_analyze_landscape(a) -> int:
     from .analysis.landscape import Landscape
 
-    info = Landscape(model=a.model, config=a.config, fisher=a.fisher, mask=a.mask, k=a.k, dims=a.dims,
-                     steps=a.steps, range=a.range, batches=a.batches, seed=a.seed, out=a.out).run()
+    info = Landscape(model=a.model, config=a.config, fisher=a.fisher, mask=a.mask, k=a.k, population=a.population,
+                     dims=a.dims, steps=a.steps, range=a.range, batches=a.batches, seed=a.seed, out=a.out).run()
     print(f"loss at the centre {info['center_loss']:.4f}, max {info['max_loss']:.4f}; perturbed "
-          f"{info['kept_fraction']:.2%} of parameters; written: {a.out}/ (landscape.npz, .json, PNGs)")
+          f"{info['perturbed']:,} entries ({info['kept_fraction']:.2%} of parameters); written: {a.out}/ (landscape.npz, .json, PNGs)")
     return 0
 
 
@@ -255,7 +255,9 @@ def parser() -> argparse.ArgumentParser:
     la.add_argument("--config", help="experiment config giving the task and data")
     la.add_argument("--fisher", help="Fisher file (for --mask top/bottom)")
     la.add_argument("--mask", default="all", choices=["all", "top", "bottom", "random"])
-    la.add_argument("--k", type=float, default=5.0, help="percent of parameters perturbed by the mask")
+    la.add_argument("--k", type=float, default=5.0, help="percent of the population perturbed by the mask")
+    la.add_argument("--population", default="all", choices=["all", "nonzero"],
+                    help="k%% of all weight-matrix entries, or of those with Fisher > 0 (the data touches them)")
     la.add_argument("--dims", type=int, default=2, choices=[1, 2])
     la.add_argument("--steps", type=int, default=11)
     la.add_argument("--range", type=float, default=1.0)

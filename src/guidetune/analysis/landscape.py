@@ -4,7 +4,8 @@ Directions follow Li et al. 2018 ("Visualizing the Loss Landscape of Neural Nets
 d, rescaled filter by filter (each output row of a weight matrix, each embedding row) to the norm of the
 same filter of the weights; one-dimensional parameters (biases, norms) get no perturbation. The
 direction is then restricted by a mask: ``all`` parameters, the ``top`` or ``bottom`` k% by empirical
-Fisher (a ``guidetune fisher`` file of this model), or k% chosen at ``random`` (the control). The loss
+Fisher (a ``guidetune fisher`` file of this model), or k% chosen at ``random`` (the control), k% of a
+population that is all weight-matrix entries or only those with Fisher > 0 (see :func:`fisher_mask`). The loss
 is the task loss of the model at theta + a d1 (+ b d2), averaged over a fixed set of batches.
 Outputs: ``landscape.npz`` (the grid, so plots can be redrawn), ``landscape.json`` and PNGs (1-D: line;
 2-D: contour and surface).
@@ -42,21 +43,45 @@ def filter_normalised(params: dict[str, torch.Tensor], gen: torch.Generator) -> 
 
 
 def fisher_mask(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor] | None, kind: str, k: float,
-                gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Boolean masks: all, top/bottom k% of parameters by Fisher (one global threshold), or random k%."""
+                gen: torch.Generator, population: str = "all") -> dict[str, torch.Tensor]:
+    """Boolean masks selecting exactly k% of the *population*: the top / bottom k% by Fisher, or k% at random.
+
+    The population is every entry of the matrices the directions move (parameters with >= 2 dimensions;
+    biases and norms get no perturbation, so they are never counted), and with ``population="nonzero"``
+    only entries with Fisher > 0: the ones the data touches. Unused embedding rows have Fisher exactly 0 --
+    for MiniLM on short questions about half of all parameters -- so without it a bottom-k% mask is a
+    set of rows no input uses, and its surface is flat by construction. Ties are broken in a seeded random
+    order, so the mask always holds exactly k% (rounded down, at least one entry).
+    """
+    names = list(params)
+    movable = {n: params[n].dim() >= 2 for n in names}
     if kind == "all":
-        return {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
-    if kind == "random":
-        return {n: torch.rand(p.shape, generator=gen) < k / 100 for n, p in params.items()}
-    if fisher is None:
+        return {n: torch.full_like(params[n], movable[n], dtype=torch.bool) for n in names}
+    if kind in ("top", "bottom") and fisher is None:
         raise GuidetuneError(f"--mask {kind}: needs --fisher (a guidetune fisher file of this model)")
-    flat = torch.cat([fisher[n].flatten().float() for n in params])
-    m = max(1, int(flat.numel() * k / 100))
-    if kind == "top":
-        thr = torch.topk(flat, m).values.min()
-        return {n: fisher[n] >= thr for n in params}
-    thr = torch.topk(flat, m, largest=False).values.max()
-    return {n: fisher[n] <= thr for n in params}
+    if population == "nonzero" and fisher is None:
+        raise GuidetuneError("--population nonzero: needs --fisher (a guidetune fisher file of this model)")
+    member = torch.cat([(torch.ones(params[n].numel(), dtype=torch.bool) if movable[n]
+                         else torch.zeros(params[n].numel(), dtype=torch.bool)) for n in names])
+    if population == "nonzero":
+        member &= torch.cat([fisher[n].flatten() > 0 for n in names])
+    idx = member.nonzero().flatten()
+    if idx.numel() == 0:
+        raise GuidetuneError(f"--mask {kind}: no parameter in the population '{population}'")
+    m = max(1, int(idx.numel() * k / 100))
+    perm = idx[torch.randperm(idx.numel(), generator=gen)]  # random order first: ties fall randomly
+    if kind == "random":
+        chosen = perm[:m]
+    else:
+        values = torch.cat([fisher[n].flatten().float() for n in names])[perm]
+        chosen = perm[torch.topk(values, m, largest=kind == "top").indices]
+    flat = torch.zeros(member.numel(), dtype=torch.bool)
+    flat[chosen] = True
+    out, start = {}, 0
+    for n in names:
+        out[n] = flat[start:start + params[n].numel()].reshape(params[n].shape)
+        start += params[n].numel()
+    return out
 
 
 @ANALYSES.register("landscape")
@@ -68,7 +93,9 @@ class Landscape:
     config: str | None = field(default=None, metadata={"help": "experiment config naming the task and data"})
     fisher: str | None = field(default=None, metadata={"help": "Fisher file for the top/bottom masks"})
     mask: Literal["all", "top", "bottom", "random"] = "all"
-    k: float = field(default=5.0, metadata={"help": "percent of parameters the mask keeps"})
+    k: float = field(default=5.0, metadata={"help": "percent of the population the mask keeps"})
+    population: Literal["all", "nonzero"] = field(default="all", metadata={
+        "help": "entries the k% is taken from: all weight-matrix entries, or those with Fisher > 0"})
     dims: Literal[1, 2] = 2
     steps: int = 11
     range: float = 1.0
@@ -117,7 +144,7 @@ class Landscape:
             fisher, _ = load(self.fisher, model)
         gen = torch.Generator().manual_seed(self.seed)
         base = {n: p.detach().clone() for n, p in params.items()}
-        masks = fisher_mask(base, fisher, self.mask, self.k, gen)
+        masks = fisher_mask(base, fisher, self.mask, self.k, gen, self.population)
         dirs = []
         for _ in range(self.dims):
             d = filter_normalised(base, gen)
@@ -138,7 +165,8 @@ class Landscape:
         total = sum(m.numel() for m in masks.values())
         out = Path(self.out)
         save_npz(out / "landscape.npz", alphas=alphas, loss=loss, dims=np.array(self.dims))
-        info = {"model": self.model, "mask": self.mask, "k": self.k, "kept_fraction": kept / total,
+        info = {"model": self.model, "mask": self.mask, "k": self.k, "population": self.population,
+                "perturbed": kept, "kept_fraction": kept / total,
                 "dims": self.dims, "steps": self.steps, "range": self.range, "center_loss": float(loss[(self.steps // 2,) * self.dims]),
                 "max_loss": float(loss.max()), "batches": len(batches)}
         atomic_write(out / "landscape.json", json.dumps(info, indent=1))
