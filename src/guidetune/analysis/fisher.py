@@ -78,10 +78,6 @@ class PerSampleSquaredGrads:
             h.remove()
         self._handles, self._records = [], []
 
-    def release(self) -> None:
-        """Free the reused gradient buffers (call when the estimate is done)."""
-        self._buffers = {}
-
     def _forward(self, module, args, out):
         inp = args[0].detach()
         b = self.batch_size

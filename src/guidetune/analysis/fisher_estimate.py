@@ -152,7 +152,6 @@ def estimate(model, tok, samples: list[dict], objective: str, batch_size: int = 
                 out[done] = {n: (t / done).float() for n, t in psg.totals.items()}
     finally:
         bar.close()
-        psg.release()
         for n, p in params.items():
             p.requires_grad_(was[n])
     return out

@@ -61,8 +61,8 @@ def fisher_mask(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]
         raise GuidetuneError(f"--mask {kind}: needs --fisher (a guidetune fisher file of this model)")
     if population == "nonzero" and fisher is None:
         raise GuidetuneError("--population nonzero: needs --fisher (a guidetune fisher file of this model)")
-    member = torch.cat([(torch.ones(params[n].numel(), dtype=torch.bool) if movable[n]
-                         else torch.zeros(params[n].numel(), dtype=torch.bool)) for n in names])
+    sizes = [params[n].numel() for n in names]
+    member = torch.cat([torch.full((size,), movable[n]) for n, size in zip(names, sizes)])
     if population == "nonzero":
         member &= torch.cat([fisher[n].flatten() > 0 for n in names])
     idx = member.nonzero().flatten()
@@ -77,11 +77,7 @@ def fisher_mask(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]
         chosen = perm[torch.topk(values, m, largest=kind == "top").indices]
     flat = torch.zeros(member.numel(), dtype=torch.bool)
     flat[chosen] = True
-    out, start = {}, 0
-    for n in names:
-        out[n] = flat[start:start + params[n].numel()].reshape(params[n].shape)
-        start += params[n].numel()
-    return out
+    return {n: part.view_as(params[n]) for n, part in zip(names, flat.split(sizes))}
 
 
 @ANALYSES.register("landscape")
