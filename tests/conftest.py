@@ -19,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BELIEFBANK = ROOT.parent / "shared" / "data" / "beliefbank"
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests run only where torch sees a CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tok():
     return tokenizer()

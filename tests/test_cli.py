@@ -117,3 +117,87 @@ def test_validate_checks_data_paths_and_task_files(capsys, tmp_path, tiny_dirs, 
     p2 = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="v2", task={"name": "beliefbank", "data": str(bad)})
     code, _, err = run_cli(capsys, "validate", str(p2))
     assert code == 2 and "BeliefBank file 'silver_facts.json' is missing" in err
+
+
+# ---- run directories are data, not code (issue 14) -------------------------------------------------
+EVIL = '''
+from pathlib import Path
+Path({marker!r}).write_text("pwned")
+from transformers import BertConfig, BertModel, BertForSequenceClassification
+class EvilConfig(BertConfig):
+    model_type = "evil"
+class EvilModel(BertModel):
+    config_class = EvilConfig
+class EvilForSequenceClassification(BertForSequenceClassification):
+    config_class = EvilConfig
+'''
+
+
+def _evil_run(tmp_path, tiny_dirs, cls_data, trust_in_config: bool, allow_pickle: bool = False):
+    """A finished-looking run whose model directory ships code that writes a marker file when imported."""
+    import json
+    import shutil
+
+    marker = tmp_path / "MARKER"
+    run = tmp_path / "runs" / "shared"
+    shutil.copytree(tiny_dirs["bert"], run / "model")
+    cfg_json = json.loads((run / "model" / "config.json").read_text())
+    cfg_json.update(model_type="evil", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel",
+                                                 "AutoModelForSequenceClassification": "evil.EvilForSequenceClassification"})
+    (run / "model" / "config.json").write_text(json.dumps(cfg_json))
+    (run / "model" / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    p = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="shared",
+                    model={"trust_remote_code": trust_in_config, "allow_pickle": allow_pickle})
+    shutil.copy(p, run / "config.yaml")
+    return run, marker
+
+
+@pytest.mark.parametrize("argv", [["eval"], ["analyze", "neurons", "--compare"], ["analyze", "attention"],
+                                  ["analyze", "landscape"]])
+def test_a_run_asking_for_remote_code_is_refused_and_runs_nothing(capsys, tmp_path, tiny_dirs, cls_data, argv):
+    run, marker = _evil_run(tmp_path, tiny_dirs, cls_data, trust_in_config=True)
+    full = {"eval": ["eval", str(run)],
+            "neurons": ["analyze", "neurons", str(tiny_dirs["bert"]), "--compare", str(run), "--out",
+                        str(tmp_path / "n")],
+            "attention": ["analyze", "attention", str(run), "--sentence", "not bad", "--out", str(tmp_path / "a")],
+            "landscape": ["analyze", "landscape", str(run), "--out", str(tmp_path / "l")]}[argv[1] if len(argv) > 1
+                                                                                          else "eval"]
+    code, out, err = run_cli(capsys, *full)
+    assert code == 2, err
+    assert err.count("\n") == 1 and "model.trust_remote_code=true" in err and "--trust-remote-code" in err
+    assert not marker.exists()
+    assert not (tmp_path / "n").exists() and not (tmp_path / "a").exists() and not (tmp_path / "l").exists()
+
+
+def test_remote_code_in_a_run_model_is_not_run_even_when_the_config_does_not_ask(capsys, tmp_path, tiny_dirs,
+                                                                                  cls_data):
+    run, marker = _evil_run(tmp_path, tiny_dirs, cls_data, trust_in_config=False)
+    code, _, err = run_cli(capsys, "eval", str(run))
+    assert code == 2 and err.count("\n") == 1 and "model.name" in err
+    assert not marker.exists()
+
+
+def test_allow_pickle_in_a_run_config_is_ignored(capsys, tmp_path, tiny_dirs, cls_data):
+    run, _ = _evil_run(tmp_path, tiny_dirs, cls_data, trust_in_config=False, allow_pickle=True)
+    code, _, err = run_cli(capsys, "eval", str(run))
+    assert code == 2 and "model.allow_pickle=true" in err and "--allow-pickle" in err and err.count("\n") == 1
+    # Without the switch in the config, the run's pickled-only weights are refused too.
+    import shutil
+
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("allow_pickle: true",
+                                                                                "allow_pickle: false"))
+    shutil.rmtree(run / "model")
+    shutil.copytree(tiny_dirs["bert"], run / "model")
+    (run / "model" / "model.safetensors").rename(run / "model" / "pytorch_model.bin")
+    code, _, err = run_cli(capsys, "eval", str(run))
+    assert code == 2 and "only pickled weights" in err and err.count("\n") == 1
+
+
+def test_api_load_run_takes_trust_only_from_its_arguments(tmp_path, tiny_dirs, cls_data):
+    from guidetune.errors import GuidetuneError
+    from guidetune.experiment import load_run
+
+    run, marker = _evil_run(tmp_path, tiny_dirs, cls_data, trust_in_config=True)
+    with pytest.raises(GuidetuneError, match="pass --trust-remote-code"):
+        load_run(run)
+    assert not marker.exists()

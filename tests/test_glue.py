@@ -67,7 +67,7 @@ def test_missing_dev_and_wrong_columns(tmp_path, tok):
         t.dataset("eval")
     (d / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tentailment\n")
     t2 = build_plugin(TASKS, PluginSpec("classification", {"glue_task": "rte", "glue_dir": str(d)}))
-    with pytest.raises(GuidetuneError, match=r"train.tsv:3: 3 columns, expected 4"):
+    with pytest.raises(GuidetuneError, match=r"train.tsv:3: 3 columns, the header has 4"):
         t2.setup(tok)
     with pytest.raises(GuidetuneError, match="no such directory"):
         build_plugin(TASKS, PluginSpec("classification", {"glue_task": "rte", "glue_dir": str(tmp_path / "x")})).setup(tok)

@@ -65,11 +65,11 @@ def test_csv_with_list_literals_and_accuracy(tmp_path, tok):
 
 
 @pytest.mark.parametrize("row,message", [
-    ({"prompt": "x", "classes": [" a", " b"], "answer_index": 2}, r"mc.jsonl:2: answer_index 2 is out of range for 2 classes \(0-1\)"),
-    ({"prompt": "x", "classes": " a b", "answer_index": 0}, r"mc.jsonl:2: 'classes' must be a list literal"),
-    ({"prompt": "x", "classes": "__import__('os')", "answer_index": 0}, r"mc.jsonl:2: 'classes' must be a list literal"),
-    ({"prompt": "x", "classes": 7, "answer_index": 0}, r"mc.jsonl:2: 'classes' must be a list of at least two strings"),
-    ({"prompt": "x", "answer_index": 0}, r"mc.jsonl:2: missing column 'classes'"),
+    ({"prompt": "x", "classes": [" a", " b"], "answer_index": 2}, r"mc.jsonl:2:42: answer_index 2 is out of range for 2 classes \(0-1\)"),
+    ({"prompt": "x", "classes": " a b", "answer_index": 0}, r"mc.jsonl:2:17: 'classes' must be a list literal"),
+    ({"prompt": "x", "classes": "__import__('os')", "answer_index": 0}, r"mc.jsonl:2:17: 'classes' must be a list literal"),
+    ({"prompt": "x", "classes": 7, "answer_index": 0}, r"mc.jsonl:2:17: 'classes' must be a list of at least two strings"),
+    ({"prompt": "x", "answer_index": 0}, r"mc.jsonl:2: missing field 'classes' \(fields here: prompt, answer_index\)"),
 ])
 def test_bad_rows_name_file_and_row(tmp_path, tok, row, message):
     p = _write(tmp_path, [ITEMS[0], row])

@@ -100,7 +100,7 @@ def test_jsonl_line_without_text_field(tmp_path, tiny_dirs):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"text": "red car"}\n{"sentence": "blue"}\n')
     _, conc = _files(tmp_path)
-    with pytest.raises(GuidetuneError, match=r"c.jsonl:2: no 'text' field \(give --text-field to name it\)"):
+    with pytest.raises(GuidetuneError, match=r"c.jsonl:2: missing field 'text' \(fields here: sentence\)"):
         NeuronAnalysis(models=[str(tiny_dirs["bert"])], corpus=str(corpus), concepts=conc,
                        layer="encoder.layers.1.ffn.act", out=str(tmp_path / "o")).run()
 

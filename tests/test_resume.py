@@ -45,6 +45,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_dirs, c
     first = _run(killed, kill=6, resume=False)
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
     assert (run_dir / "checkpoints" / "checkpoint-4" / "guidetune.json").exists()
+    base = json.loads((run_dir / "checkpoints" / "checkpoint-4" / "guidetune_totals.json").read_text())
+    assert base["runtime_s"] > 0 and base["loss_sum"] > 0
     # A checkpoint torn by the kill (no completion marker) must be ignored on resume.
     torn = run_dir / "checkpoints" / "checkpoint-8"
     torn.mkdir()
@@ -61,6 +63,11 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_dirs, c
     layer = "encoder.layers.1.out"
     assert resumed["sparsity"][layer] == pytest.approx(straight["sparsity"][layer], rel=1e-5)
     assert resumed["train"]["steps"] == straight["train"]["steps"] == 10
+    # Honest totals: HF restarts its loss sum and our clock at the resume; the checkpoint carries both.
+    assert resumed["train"]["train_loss"] == pytest.approx(straight["train"]["train_loss"], rel=1e-6)
+    assert resumed["train"]["train_loss"] == pytest.approx(sum(x[1] for x in _losses(run_dir)) / 10, abs=1e-3)
+    assert resumed["train"]["resumed_from_step"] == 4 and "resumed_from_step" not in straight["train"]
+    assert resumed["train"]["runtime_s"] > base["runtime_s"]
     a, b = _losses(run_dir), _losses(tmp_path / "runs" / "whole")
     assert len(a) == len(b) == 10
     for x, y in zip(a, b):
@@ -89,3 +96,52 @@ def test_resume_accepts_a_config_saved_before_a_field_existed(tmp_path, tiny_dir
     with pytest.raises(Exception, match="its saved config differs in train"):
         _check_resumable(run, cfg)
     assert yaml.safe_load(run.config.read_text())["train"]["lr"] == 0.5
+
+
+def _cli(capsys, *argv):
+    from guidetune.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_finished_run_with_a_changed_config_or_data_is_refused_then_rerun(capsys, tmp_path, tiny_dirs, cls_data):
+    import shutil
+
+    for v in cls_data.values():
+        shutil.copy(v, tmp_path / v.name)
+    data = {k: tmp_path / v.name for k, v in cls_data.items()}
+    p = tiny_config(tmp_path, tiny_dirs["bert"], data, name="ident", train={"max_steps": 2})
+    run = tmp_path / "runs" / "ident"
+    assert _cli(capsys, "train", str(p))[0] == 0
+    meta = json.loads((run / "run.json").read_text())
+    assert len(meta["run_id"]) == 16 and set(meta["data"]) >= {"task.train", "task.eval", "model.name"}
+    code, _, err = _cli(capsys, "train", str(p), "train.lr=0.01")
+    assert code == 2 and err.count("\n") == 1
+    assert "finished with another configuration (changed: train.lr); pass --rerun-changed" in err
+    code, _, err = _cli(capsys, "train", str(p), "train.lr=0.01", "--resume")
+    assert code == 2 and "changed: train.lr" in err
+    data["train"].write_text(data["train"].read_text() + '{"text": "new", "label": "pos"}\n')
+    code, _, err = _cli(capsys, "train", str(p))
+    assert code == 2 and "(changed: data task.train)" in err
+    assert _cli(capsys, "train", str(p), "--resume")[0] == 2  # data changed: resuming is no way out
+    code, out, err = _cli(capsys, "train", str(p), "train.lr=0.01", "--rerun-changed")
+    assert code == 0, err
+    assert json.loads((run / "run.json").read_text())["run_id"] != meta["run_id"]
+    assert "lr: 0.01" in (run / "config.yaml").read_text()
+    code, _, err = _cli(capsys, "train", str(p), "train.lr=0.01")  # same again: exists, say how to resume
+    assert code == 2 and "already exists; pass --resume" in err
+
+
+def test_a_run_that_failed_before_its_first_step_restarts_with_the_fixed_config(capsys, tmp_path, tiny_dirs, cls_data):
+    p = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="fails", train={"max_steps": 2},
+                    regularizers=[{"name": "l1", "weight": 0.1, "layers": ["encoder.layers.9.out"]}])
+    code, _, err = _cli(capsys, "train", str(p))
+    assert code == 2 and "encoder.layers.9.out" in err
+    assert (tmp_path / "runs" / "fails" / "config.yaml").exists()  # it got that far
+    code, _, err = _cli(capsys, "train", str(p), "regularizers.0.layers=[encoder.final]")
+    assert code == 0, err
+    saved = (tmp_path / "runs" / "fails" / "config.yaml").read_text()
+    assert "encoder.final" in saved and "layers.9" not in saved
+    assert json.loads((tmp_path / "runs" / "fails" / "results.json").read_text())["train"]["steps"] == 2

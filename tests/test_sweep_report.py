@@ -95,3 +95,37 @@ def test_data_fraction_grid_and_line_plot(tmp_path, tiny_dirs, cls_data):
     from guidetune.experiment import evaluate_run
 
     assert "accuracy" in evaluate_run(out / "a-data_fraction=0.5-s0")  # re-evaluating a sub-sampled run
+
+
+def test_sweep_notices_changed_cells_and_reruns_them_only_when_asked(tmp_path, tiny_dirs, cls_data, capsys):
+    p = _sweep(tmp_path, tiny_dirs, cls_data, seeds=[0], variants=[{"label": "a"}, {"label": "b"}])
+    out = run_sweep(p)
+    before = (out / "a-s0" / "results.json").read_text()
+    doc = yaml.safe_load(p.read_text())
+    doc["variants"][0]["set"] = {"train.lr": 0.01}  # only cell a changes
+    p.write_text(yaml.safe_dump(doc))
+    capsys.readouterr()
+    code = main(["sweep", str(p)])
+    io = capsys.readouterr()
+    assert code == 2 and "[1/2] a seed 0: changed (train.lr)" in io.out and "[2/2] b seed 0: done" in io.out
+    assert io.err == ("error: sweep: 1 run(s) were made with another configuration or data (a-s0); "
+                      "pass --rerun-changed to run them again\n")
+    assert (out / "a-s0" / "results.json").read_text() == before  # nothing touched
+    assert main(["sweep", str(p), "--rerun-changed"]) == 0
+    assert "lr: 0.01" in (out / "a-s0" / "config.yaml").read_text()
+    assert (out / "a-s0" / "results.json").read_text() != before
+    capsys.readouterr()
+    assert main(["sweep", str(p), "--dry-run"]) == 0 and capsys.readouterr().out.count(": done") == 2
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"grid": {"train.lr": []}}, "grid.train.lr: expected a non-empty list of values, got []"),
+    ({"seeds": []}, "seeds: expected at least one seed, got []"),
+    ({"grid": {"train.lr": [1e-3]}, "plot": {"x": "train.l", "metric": "accuracy"}},
+     "plot.x: 'train.l' is not a grid key. Did you mean 'train.lr'?"),
+])
+def test_sweep_spec_errors(tmp_path, tiny_dirs, cls_data, spec, message):
+    p = _sweep(tmp_path, tiny_dirs, cls_data, **spec)
+    with pytest.raises(ConfigError) as e:
+        plan(p)
+    assert any(message in m for m in e.value.messages), e.value.messages

@@ -17,11 +17,11 @@ def _task(tok, tmp_path, lines, name="train.jsonl", **params):
 def test_missing_column_names_file_row_and_column(tok, tmp_path):
     with pytest.raises(GuidetuneError) as e:
         _task(tok, tmp_path, '{"text": "a", "label": "x"}\n{"txt": "b", "label": "y"}\n')
-    assert str(e.value) == f"{tmp_path / 'train.jsonl'}:2: missing column 'text' (columns here: txt, label)"
+    assert str(e.value) == f"{tmp_path / 'train.jsonl'}:2: missing field 'text' (fields here: txt, label)"
 
 
 def test_malformed_json_names_file_and_line(tok, tmp_path):
-    with pytest.raises(GuidetuneError, match=r"train.jsonl:2: malformed JSON"):
+    with pytest.raises(GuidetuneError, match=r"train.jsonl:2:24: malformed JSON \(Expecting value\)"):
         _task(tok, tmp_path, '{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from .devices import add_device_args
 from .errors import ConfigError, GuidetuneError
 
 
@@ -26,7 +27,7 @@ def cmd_train(a) -> int:
     cfg = load_config(a.config, a.overrides)
     if a.allow_pickle:
         cfg.model.allow_pickle = True
-    results = run_training(cfg, resume=a.resume)
+    results = run_training(cfg, resume=a.resume, rerun_changed=a.rerun_changed)
     print(_format_metrics(cfg.name, results))
     return 0
 
@@ -34,7 +35,19 @@ def cmd_train(a) -> int:
 def cmd_eval(a) -> int:
     from .experiment import evaluate_run
 
-    metrics = evaluate_run(a.run_dir, a.batch_size)
+    if a.task:
+        from .evaluate import evaluate_model
+
+        res = evaluate_model(a.run_dir, a.task, a.data, a.fields, a.out, a.batch_size, device=a.device, dtype=a.dtype,
+                             trust_remote_code=a.trust_remote_code, allow_pickle=a.allow_pickle)
+        for key, entry in res["tasks"].items():
+            print(_format_metrics(f"{a.run_dir} / {key}", entry))
+        print(f"written: {res['out']}/results.json (+ predictions_*.jsonl)")
+        return 0
+    if a.data or a.fields or a.out:
+        raise GuidetuneError("eval: --data, --fields and --out go with --task (e.g. --task multiple_choice --data x.csv)")
+    metrics = evaluate_run(a.run_dir, a.batch_size, trust_remote_code=a.trust_remote_code, allow_pickle=a.allow_pickle,
+                           device=a.device, dtype=a.dtype)
     print(_format_metrics(a.run_dir, {"metrics": metrics}))
     return 0
 
@@ -84,7 +97,7 @@ def cmd_sweep(a) -> int:
             seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
         except ValueError:
             raise ConfigError([f"--seeds: expected comma-separated integers such as 0,1,2, got '{a.seeds}'"])
-    out = run_sweep(a.sweep, dry_run=a.dry_run, seeds=seeds)
+    out = run_sweep(a.sweep, dry_run=a.dry_run, seeds=seeds, rerun_changed=a.rerun_changed)
     if not a.dry_run:
         print((out / "summary.md").read_text())
         print(f"written: {out}/summary.md, summary.csv, runs.csv, summary.png")
@@ -99,11 +112,23 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from .compare import run_compare
+
+    _, md = run_compare(a.runs, a.vs, a.out, a.metrics)
+    print(md)
+    if a.out:
+        print(f"written: {a.out}/ (compare.md, compare.csv, compare.html)")
+    return 0
+
+
 def cmd_analyze_attention(a) -> int:
     from .analysis.attention import AttentionAnalysis
 
     res = AttentionAnalysis(models=a.models, corpus=a.corpus, sentence=a.sentence, token_set=a.token_set,
-                            layers=a.layers, text_field=a.text_field, batch_size=a.batch_size, out=a.out).run()
+                            layers=a.layers, text_field=a.text_field, batch_size=a.batch_size, out=a.out,
+                            trust_remote_code=a.trust_remote_code, allow_pickle=a.allow_pickle,
+                            device=a.device, dtype=a.dtype).run()
     if "mass" in res:
         print((Path(a.out) / "attention_mass.md").read_text())
     print(f"written: {a.out}/ (attention.json" + (", attention_mass.csv/.md/.png" if "mass" in res else "")
@@ -117,7 +142,11 @@ def cmd_analyze_neurons(a) -> int:
     res = NeuronAnalysis(models=[a.model] + (a.compare or []), corpus=a.corpus or BUILTIN_CORPUS,
                          concepts=a.concepts or BUILTIN_CONCEPTS, layer=a.layer, threshold=a.threshold,
                          quantile=a.quantile, sentence_fraction=a.sentence_fraction, top_k=a.top_k,
-                         text_field=a.text_field, batch_size=a.batch_size, out=a.out).run()
+                         text_field=a.text_field, batch_size=a.batch_size, out=a.out,
+                         trust_remote_code=a.trust_remote_code, allow_pickle=a.allow_pickle,
+                         device=a.device, dtype=a.dtype, device_map=a.device_map).run()
+    if res.get("rank", 0):
+        return 0  # several processes: the main one prints
     for name, s in res["models"].items():
         print(f"{name}: {s['layer']}, {s['sentences']} sentences, dead {s['dead_fraction']:.2%}, "
               f"general {s['general_neurons']}, consistent {s['consistent_neurons']}")
@@ -125,6 +154,18 @@ def cmd_analyze_neurons(a) -> int:
         print(f"\ntop {concept} neurons:\n" + (Path(a.out) / f"top_{concept}.md").read_text())
     print(f"written: {a.out}/ (summary.json, neurons_*.csv, top_*.csv/.md, firing_rates.png"
           + (", comparison.png)" if a.compare else ")"))
+    if a.ablate_top:
+        from .analysis.ablate import ablate_concepts
+
+        print("\n" + ablate_concepts(a) + f"written: {a.out}/ablation.md, ablation_<concept>.json/.md")
+    return 0
+
+
+def cmd_analyze_ablate(a) -> int:
+    from .analysis.ablate import markdown, run_ablate
+
+    res = run_ablate(a)
+    print(markdown(res) + f"written: {a.out}/ (ablation.json, ablation.md)")
     return 0
 
 
@@ -144,10 +185,19 @@ def cmd_analyze_landscape(a) -> int:
     from .analysis.landscape import Landscape
 
     info = Landscape(model=a.model, config=a.config, fisher=a.fisher, mask=a.mask, k=a.k, population=a.population,
-                     dims=a.dims, steps=a.steps, range=a.range, batches=a.batches, seed=a.seed, out=a.out).run()
+                     dims=a.dims, steps=a.steps, range=a.range, batches=a.batches, seed=a.seed, out=a.out,
+                     trust_remote_code=a.trust_remote_code, allow_pickle=a.allow_pickle,
+                     device=a.device, dtype=a.dtype).run()
     print(f"loss at the centre {info['center_loss']:.4f}, max {info['max_loss']:.4f}; perturbed "
           f"{info['perturbed']:,} entries ({info['kept_fraction']:.2%} of parameters); written: {a.out}/ (landscape.npz, .json, PNGs)")
     return 0
+
+
+def _trust_flags(p: argparse.ArgumentParser) -> None:
+    """The only way to let a loaded model or run directory run code: the loader's own command line."""
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run Python code shipped with a model or run directory (only if you trust who made it)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickled model weights (unsafe)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -161,12 +211,22 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides")
     t.add_argument("--resume", action="store_true", help="continue the run from its last complete checkpoint")
     t.add_argument("--allow-pickle", action="store_true", help="allow pickled model weights (unsafe)")
+    t.add_argument("--rerun-changed", action="store_true",
+                   help="if the run exists with another configuration or data, delete it and train again")
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a finished run's model", description="Evaluate RUN_DIR's model "
-                       "on its task; metrics go into results.json under 'eval'.")
-    e.add_argument("run_dir")
+    e = sub.add_parser("eval", help="evaluate a run, or any model on any task (no training)",
+                       description="guidetune eval RUN_DIR: the run's model on its task (results.json 'eval'). "
+                       "guidetune eval MODEL_OR_RUN --task TASK [--data FILE]: any model (HF directory, hub id, "
+                       "minilm, or a run) on tasks; writes results.json and predictions_*.jsonl to --out.")
+    e.add_argument("run_dir", metavar="MODEL_OR_RUN")
+    e.add_argument("--task", action="append", help="task name, task YAML or experiment config (repeatable)")
+    e.add_argument("--data", action="append", help="evaluation file: one for all tasks, or one per --task ('-': the task's own)")
+    e.add_argument("--fields", help="field mapping, e.g. prompt=input,classes=options,answer_index=label")
+    e.add_argument("--out", help="output directory (default: evals/<model>, or <run>/evals)")
     e.add_argument("--batch-size", type=int, default=None)
+    _trust_flags(e)
+    add_device_args(e)
     e.set_defaults(fn=cmd_eval)
 
     v = sub.add_parser("validate", help="check a config, reporting every error at once")
@@ -188,12 +248,23 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("sweep")
     sw.add_argument("--dry-run", action="store_true", help="validate and list the runs without training")
     sw.add_argument("--seeds", help="comma-separated seeds replacing the file's (e.g. 0,1 first, all later)")
+    sw.add_argument("--rerun-changed", action="store_true",
+                    help="run again the runs made with another configuration or data (else: stop and list them)")
     sw.set_defaults(fn=cmd_sweep)
 
     rp = sub.add_parser("report", help="one self-contained HTML report over run directories")
     rp.add_argument("run_dirs", nargs="+")
     rp.add_argument("--out", default="report.html")
     rp.set_defaults(fn=cmd_report)
+
+    cm = sub.add_parser("compare", help="differences between variants: 95% intervals, seed test, Holm",
+                        description="Per metric: A - B with a paired bootstrap interval over the test items "
+                        "(from predictions.jsonl) and across seeds, a permutation test over seeds, Holm over the table.")
+    cm.add_argument("runs", nargs="+", help="run directories of variant A (one per seed)")
+    cm.add_argument("--vs", nargs="+", required=True, help="run directories of variant B")
+    cm.add_argument("--metrics", nargs="+", help="metrics to compare (default: every metric all runs report)")
+    cm.add_argument("--out", help="directory for compare.md/.csv/.html")
+    cm.set_defaults(fn=cmd_compare)
 
     fi = sub.add_parser("fisher", help="diagonal empirical Fisher of a model on a data sub-sample",
                         description="Per-sample gradients in batches; streaming; saves per-parameter Fisher "
@@ -228,6 +299,8 @@ def parser() -> argparse.ArgumentParser:
     at.add_argument("--text-field", default="text")
     at.add_argument("--batch-size", type=int, default=32)
     at.add_argument("--out", default="analysis/attention")
+    _trust_flags(at)
+    add_device_args(at)
     at.set_defaults(fn=cmd_analyze_attention)
 
     ne = asub.add_parser("neurons", help="FFN neuron firing, dead neurons, topic (KT-score) neurons",
@@ -246,7 +319,37 @@ def parser() -> argparse.ArgumentParser:
     ne.add_argument("--text-field", default="text")
     ne.add_argument("--batch-size", type=int, default=64)
     ne.add_argument("--out", default="analysis/neurons")
+    _trust_flags(ne)
+    add_device_args(ne)
+    ne.add_argument("--device-map", choices=["auto"], help="spread a model too large for one GPU "
+                    "over the GPUs and the CPU (accelerate); model names/paths only")
+    ne.add_argument("--ablate-top", type=int, default=0, metavar="K",
+                    help="per concept, ablate its top-K neurons vs K random ones (causal check; see analyze ablate)")
+    ne.add_argument("--ablate-method", default="zero", choices=["zero", "mean", "resample"])
+    ne.add_argument("--draws", type=int, default=20, help="random-neuron control draws for --ablate-top")
     ne.set_defaults(fn=cmd_analyze_neurons)
+
+    ab = asub.add_parser("ablate", help="knock out neurons, heads or block outputs; metrics vs a random control",
+                         description="Replace units (zero | mean | resample) and report every metric before and "
+                         "after, against --draws draws of as many random units of the same layer (each draw is "
+                         "one more evaluation).")
+    ab.add_argument("model", help="a run directory (its own task) or a model name/path")
+    ab.add_argument("--units", required=True, help="e.g. encoder.layers.3.ffn.act:12,45 | encoder.layers.2.attn:0,1 | "
+                    "@analysis/neurons:top10:STEM | @RUN:guided | encoder.layers.3; join several with ';'")
+    ab.add_argument("--task", help="experiment config (YAML) whose task is evaluated, or 'corpus' (default: the "
+                    "run's task; for a model: corpus)")
+    ab.add_argument("--method", default="zero", choices=["zero", "mean", "resample"])
+    ab.add_argument("--draws", type=int, default=20, help="random-unit control draws (0: no control)")
+    ab.add_argument("--reference", help="corpus for mean/resample values (default: the built-in topic corpus)")
+    ab.add_argument("--corpus", help="--task corpus: sentences measured (default: the built-in topic corpus)")
+    ab.add_argument("--concepts", help="--task corpus: YAML {concept: [keywords]} (default: built-in)")
+    ab.add_argument("--text-field", default="text")
+    ab.add_argument("--batch-size", type=int, default=32)
+    ab.add_argument("--seed", type=int, default=0)
+    ab.add_argument("--out", default="analysis/ablate")
+    _trust_flags(ab)
+    add_device_args(ab)
+    ab.set_defaults(fn=cmd_analyze_ablate)
 
     la = asub.add_parser("landscape", help="1-D/2-D loss surface along filter-normalised directions",
                          description="Li et al. 2018 directions restricted to all parameters, the top/bottom k%% "
@@ -264,6 +367,8 @@ def parser() -> argparse.ArgumentParser:
     la.add_argument("--batches", type=int, default=4)
     la.add_argument("--seed", type=int, default=0)
     la.add_argument("--out", default="analysis/landscape")
+    _trust_flags(la)
+    add_device_args(la)
     la.set_defaults(fn=cmd_analyze_landscape)
 
     d = sub.add_parser("demo", help="the packaged demo on MiniLM (plain vs. regularized)",

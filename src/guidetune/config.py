@@ -131,6 +131,14 @@ class ExperimentConfig:
                                                 "default: the layers the regularizers act on"})
     source: str | None = field(default=None, metadata={"help": "file the config came from"})
 
+    def __post_init__(self):
+        # The run directory is <output_dir>/<name>, and re-running a changed run deletes it: the name
+        # must stay inside output_dir.
+        parts = self.name.replace("\\", "/").split("/")
+        if Path(self.name).is_absolute() or any(p.strip() in ("", ".", "..") for p in parts) or "\0" in self.name:
+            raise ConfigError([f"name: must be a relative path inside output_dir (no '..', '.', '/' at the ends), "
+                               f"got '{self.name}'"])
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["task"] = {"name": self.task.name, **self.task.params}

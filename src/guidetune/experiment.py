@@ -8,15 +8,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
 from .config import ExperimentConfig, build_plugin, parse_config
 from .errors import GuidetuneError
 from .finetune.modes import apply_mode, load_trainable, parameter_report, save_finetuned
-from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, Term, load_term_states
+from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, Term, load_term_states, load_totals
 from .models import load_model
 from .regularizers import REGULARIZERS
-from .runs import RunDir
+from .runs import RunDir, identity, identity_changes
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -62,6 +60,8 @@ def prepare(cfg: ExperimentConfig):
     num_labels = task.num_labels() if cfg.model.head == "classification" else None
     model, tokenizer = load_model(cfg.model, num_labels=num_labels, problem_type=getattr(task, "problem_type", None))
     task.setup(tokenizer)
+    if hasattr(task, "bind_model"):  # token limits clamped to the model's positions (guidetune.evaluation.scoring)
+        task.bind_model(model)
     model = apply_mode(model, cfg.finetune, cfg.model.head)
     return task, model, tokenizer
 
@@ -103,37 +103,79 @@ def training_args(cfg: ExperimentConfig, run: RunDir):
     )
 
 
-def _check_resumable(run: RunDir, cfg: ExperimentConfig) -> None:
-    # Both through today's schema, so fields added since the run started (with defaults) do not count.
-    saved = parse_config(yaml.safe_load(run.config.read_text())).to_dict()
+def saved_changes(run: RunDir, cfg: ExperimentConfig) -> list[str]:
+    """What differs between the run's saved configuration (and data fingerprints) and ``cfg``."""
+    from .config import read_yaml
+
+    try:  # through today's schema, so fields added since the run started (with defaults) do not count
+        saved = parse_config(read_yaml(run.config)).to_dict()
+    except GuidetuneError:
+        return ["config.yaml (not readable by this guidetune)"]
+    meta = run.read_meta()
     now = cfg.to_dict()
-    diff = sorted(k for k in set(saved) | set(now) if k not in ("source",) and saved.get(k) != now.get(k))
+    return identity_changes(saved, meta.get("data") if "run_id" in meta else None, now, identity(now)["data"])
+
+
+def run_state(cfg: ExperimentConfig) -> tuple[str, list[str]]:
+    """(state, changes) of the run ``cfg`` names: ``new``; ``restart`` (exists but nothing to resume:
+    no checkpoint, no results); ``changed`` (started or finished with another configuration or data);
+    ``resume`` (unfinished, same configuration); ``done`` (finished, same configuration)."""
+    run = RunDir(cfg.run_dir)
+    if not run.exists():
+        return "new", []
+    changes = saved_changes(run, cfg)
+    if not run.started():
+        return "restart", changes
+    if changes:
+        return "changed", changes
+    return ("done" if run.finished() else "resume"), []
+
+
+def _short(changes: list[str], n: int = 4) -> str:
+    return ", ".join(changes[:n]) + (f" and {len(changes) - n} more" if len(changes) > n else "")
+
+
+def _check_resumable(run: RunDir, cfg: ExperimentConfig) -> None:
+    diff = saved_changes(run, cfg)
     if diff:
         raise GuidetuneError(
-            f"cannot resume {run.path}: its saved config differs in {', '.join(diff)}; "
-            "use the same config and overrides, or a new name"
+            f"cannot resume {run.path}: its saved config differs in {_short(diff)}; "
+            "use the same config and overrides, pass --rerun-changed to start it again, or set name=... for a new run"
         )
 
 
-def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None) -> dict:
-    """Train, evaluate and write the run directory; returns results.json's content."""
+def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | None = None,
+                 rerun_changed: bool = False) -> dict:
+    """Train, evaluate and write the run directory; returns results.json's content.
+
+    An existing run directory is continued only with ``resume``; one that holds nothing to resume (it
+    failed before its first checkpoint) starts again with ``cfg``; one made with another configuration
+    or other data is refused, or, with ``rerun_changed``, deleted and run again."""
     run = RunDir(cfg.run_dir)
     args = training_args(cfg, run)  # also joins the process group under torchrun / accelerate launch
-    exists, finished = run.exists(), run.finished()
+    state, changes = run_state(cfg)
+    checkpoint = run.last_checkpoint() if state == "resume" and resume else None
     _barrier(args)  # every process has looked before the main one writes anything
-    if exists and not resume:
+    if state == "changed" and not rerun_changed:
+        raise GuidetuneError(
+            f"run '{run.path}' {'finished' if run.finished() else 'started'} with another configuration "
+            f"(changed: {_short(changes)}); pass --rerun-changed to run it again, or set name=... for a new run")
+    if state in ("done", "resume") and not resume:
         raise GuidetuneError(
             f"run directory '{run.path}' already exists; pass --resume to continue it, or set name=... for a new run"
         )
-    if resume and exists:
-        _check_resumable(run, cfg)
-        if finished:
-            log.info("%s already finished; nothing to do", run.path)
-            return run.read_results()
+    if state == "done":
+        log.info("%s already finished; nothing to do", run.path)
+        return run.read_results()
     main = args.process_index == 0
     if main:
+        if state in ("restart", "changed"):
+            log.info("%s: starting again (%s)", run.path, "nothing to resume" if state == "restart"
+                     else f"changed: {_short(changes)}")
+            shutil.rmtree(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg.to_dict())
+        run.write_identity(identity(cfg.to_dict()))
 
     start = time.time()
     task, model, tokenizer = prepare(cfg)
@@ -164,20 +206,26 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         eval_tasks=[("", task)] + [(f"{k}/", t) for k, t in extra],
         eval_every=cfg.train.eval_steps,
     )
-    checkpoint = run.last_checkpoint() if resume else None
     if main:
         run.truncate_metrics(int(checkpoint.name.split("-")[1]) if checkpoint else 0)
+    trainer.started = start
     if checkpoint:
         log.info("resuming from %s", checkpoint)
         load_term_states(terms, checkpoint, args.process_index)
+        trainer.loss_base, trainer.runtime_base = load_totals(checkpoint)
     out = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    # HF's train_loss and our clock restart at zero on resume; the totals carried in the checkpoint
+    # make them those of the whole run (the same as an uninterrupted run's).
+    steps = max(out.global_step, 0.001)
+    train_loss = (trainer.loss_base + out.training_loss * steps) / steps
 
     results = {
         "name": cfg.name,
         "seed": cfg.seed,
         "metrics": task.evaluate(trainer.model, "eval", cfg.train.eval_batch_size),
-        "train": {"steps": out.global_step, "train_loss": out.training_loss, "examples": len(train_set),
-                  "runtime_s": round(time.time() - start, 2)},
+        "train": {"steps": out.global_step, "train_loss": train_loss, "examples": len(train_set),
+                  "runtime_s": round(trainer.runtime_base + time.time() - start, 2),
+                  **({"resumed_from_step": int(checkpoint.name.split("-")[1])} if checkpoint else {})},
         "parameters": params,
     }
     if extra:
@@ -232,16 +280,29 @@ def sparsity_layers(cfg: ExperimentConfig, terms: list[Term]) -> list[str]:
     return names
 
 
-def load_run(run_dir: str | Path):
-    """(config, task, model, tokenizer) of a finished run, with the fine-tuned weights loaded."""
+def load_run(run_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False):
+    """(config, task, model, tokenizer) of a finished run, with the fine-tuned weights loaded.
+
+    A run directory is data, not code: ``trust_remote_code`` and ``allow_pickle`` come from the caller
+    (the command line of the person loading it), never from the run's own ``config.yaml``. A run saved
+    with either switched on is refused unless the caller passes it too."""
     run = RunDir(run_dir)
     if not run.exists():
         raise GuidetuneError(f"not a run directory (no config.yaml): '{run_dir}'")
     if not run.model.exists():
         raise GuidetuneError(f"run '{run_dir}' has no saved model yet (did training finish?)")
-    cfg = parse_config(yaml.safe_load(run.config.read_text()), source=str(run.config))
+    from .config import read_yaml
+
+    cfg = parse_config(read_yaml(run.config), source=str(run.config))
+    for key, given in (("trust_remote_code", trust_remote_code), ("allow_pickle", allow_pickle)):
+        if getattr(cfg.model, key) and not given:
+            flag = "--" + key.replace("_", "-")
+            raise GuidetuneError(f"run '{run_dir}' was trained with model.{key}=true; loading it can run code "
+                                 f"shipped with it: pass {flag} only if you trust who made it")
+    model_spec = replace(cfg.model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    cfg = replace(cfg, model=model_spec)
     if cfg.finetune.mode == "full":
-        cfg_full = replace(cfg, model=replace(cfg.model, name=str(run.model)))
+        cfg_full = replace(cfg, model=replace(model_spec, name=str(run.model)))
         task, model, tokenizer = prepare(cfg_full)
     else:
         task, model, tokenizer = prepare(cfg)
@@ -249,9 +310,19 @@ def load_run(run_dir: str | Path):
     return cfg, task, model, tokenizer
 
 
-def evaluate_run(run_dir: str | Path, batch_size: int | None = None) -> dict:
-    """Re-evaluate a run's saved model on its task; the metrics are stored under ``eval`` in results.json."""
-    cfg, task, model, tokenizer = load_run(run_dir)
+def evaluate_run(run_dir: str | Path, batch_size: int | None = None, trust_remote_code: bool = False,
+                 allow_pickle: bool = False, device: str | None = "auto", dtype: str | None = None) -> dict:
+    """Re-evaluate a run's saved model on its task; the metrics are stored under ``eval`` in results.json.
+
+    ``device``/``dtype``: where and in which precision the model runs (:mod:`guidetune.devices`)."""
+    from .devices import place, resolve_device
+
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise GuidetuneError(f"--batch-size: must be >= 1, got {batch_size}")
+    resolve_device(device)  # a bad --device fails before the model loads
+    cfg, task, model, tokenizer = load_run(run_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    model, _ = place(model, device, dtype)
+    model.eval()
     bs = batch_size or cfg.train.eval_batch_size
     metrics = task.evaluate(model, "eval", bs)
     run = RunDir(run_dir)

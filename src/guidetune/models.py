@@ -50,7 +50,8 @@ def check_weights(path: str, allow_pickle: bool) -> None:
     if not has_safe and pickled and not allow_pickle:
         raise GuidetuneError(
             f"model.name: '{path}' has only pickled weights ({pickled[0]}), which can run code when loaded; "
-            "convert them to safetensors, or set model.allow_pickle=true (--allow-pickle) if you trust the file"
+            "convert them to safetensors, or, if you trust the file, allow them: model.allow_pickle=true in a "
+            "config, --allow-pickle on train, eval and analyze"
         )
     if not has_safe and not pickled:
         raise GuidetuneError(f"model.name: '{path}' holds no weights (no *.safetensors)")
@@ -109,8 +110,12 @@ def load_tokenizer(spec: ModelSpec):
     return tok
 
 
-def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str | None = None):
-    """(model, tokenizer) for ``spec``; ``num_labels``/``problem_type`` configure a classification head."""
+def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str | None = None,
+               device_map: str | dict | None = None, dtype: str | None = None):
+    """(model, tokenizer) for ``spec``; ``num_labels``/``problem_type`` configure a classification head.
+
+    ``device_map`` (e.g. "auto") is handed to ``from_pretrained``: accelerate then spreads the weights over
+    the GPUs and the CPU as they fit; ``dtype`` overrides ``spec.dtype``."""
     import torch
 
     path = resolve_name(spec.name)
@@ -131,8 +136,10 @@ def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str
         config=config,
         trust_remote_code=spec.trust_remote_code,
         use_safetensors=None if spec.allow_pickle else True,
-        dtype=getattr(torch, spec.dtype),
+        dtype=getattr(torch, dtype or spec.dtype),
     )
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     if spec.attn_implementation:
         kwargs["attn_implementation"] = spec.attn_implementation
     if resized:

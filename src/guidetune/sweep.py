@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from .config import apply_values, parse_config, read_yaml
-from .errors import ConfigError, GuidetuneError
+from .errors import ConfigError, GuidetuneError, did_you_mean
 from .runs import RunDir, atomic_write
-from .spec import build
+from .spec import build, check, finish
 
 log = logging.getLogger(__name__)
 COUNT_KEYS = ("n", "checks", "questions", "applicable", "tokens")
@@ -53,6 +53,21 @@ class SweepSpec:
     output_dir: str | None = None
     metrics: list[str] | None = None
     plot: dict[str, str] | None = None  # {x: <grid key>, metric: <metric>}: a line per variant
+
+    def __post_init__(self):
+        e: list[str] = []
+        for key, values in self.grid.items():
+            check(e, isinstance(values, list) and len(values) > 0,
+                  f"grid.{key}: expected a non-empty list of values, got {values!r}")
+        check(e, len(self.seeds) > 0, "seeds: expected at least one seed, got []")
+        check(e, self.metrics is None or len(self.metrics) > 0, "metrics: expected at least one metric, got []")
+        if self.plot is not None:
+            unknown = sorted(set(self.plot) - {"x", "metric"})
+            check(e, not unknown and {"x", "metric"} <= set(self.plot),
+                  f"plot: expected {{x: <grid key>, metric: <metric>}}, got {self.plot!r}")
+            check(e, "x" not in self.plot or self.plot["x"] in self.grid,
+                  f"plot.x: '{self.plot.get('x')}' is not a grid key." + did_you_mean(str(self.plot.get("x")), self.grid))
+        finish(e)
 
 
 @dataclass
@@ -84,6 +99,7 @@ def plan(path: str | Path, seeds: list[int] | None = None) -> tuple[SweepSpec, l
         for combo in combos:
             values = {**v.set, **dict(zip(keys, combo))}
             label = (v.label + "".join(f"-{k.split('.')[-1]}={c}" for k, c in zip(keys, combo))).strip("-") or "base"
+            label = label.replace("/", "_").replace("\\", "_")  # a run name, one directory
             if label in labels:
                 errors.append(f"sweep: configuration label '{label}' appears twice")
                 continue
@@ -106,18 +122,29 @@ def plan(path: str | Path, seeds: list[int] | None = None) -> tuple[SweepSpec, l
     return spec, runs
 
 
-def run_sweep(path: str | Path, dry_run: bool = False, seeds: list[int] | None = None) -> Path:
-    from .experiment import run_training
+def run_sweep(path: str | Path, dry_run: bool = False, seeds: list[int] | None = None,
+              rerun_changed: bool = False) -> Path:
+    """Run every cell not finished with its current configuration. A cell finished (or started) with
+    another configuration or other data is reported, and re-run only with ``rerun_changed``; without
+    it the sweep stops before training anything, so no summary mixes old and new configurations."""
+    from .experiment import run_state, run_training
 
     spec, runs = plan(path, seeds)
     out = runs[0].config.run_dir.parent
-    for i, r in enumerate(runs, 1):
-        run = RunDir(r.config.run_dir)
-        state = "done" if run.finished() else ("resume" if run.exists() else "new")
-        print(f"[{i}/{len(runs)}] {r.label} seed {r.seed}: {state}", flush=True)
+    states = [run_state(r.config) for r in runs]
+    for i, (r, (state, changes)) in enumerate(zip(runs, states), 1):
+        print(f"[{i}/{len(runs)}] {r.label} seed {r.seed}: {state}"
+              + (f" ({', '.join(changes[:4])}{', ...' if len(changes) > 4 else ''})" if state == "changed" else ""),
+              flush=True)
+    changed = [f"{r.label}-s{r.seed}" for r, (state, _) in zip(runs, states) if state == "changed"]
+    if changed and not rerun_changed and not dry_run:
+        raise GuidetuneError(f"sweep: {len(changed)} run(s) were made with another configuration or data "
+                             f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); pass "
+                             "--rerun-changed to run them again")
+    for r, (state, _) in zip(runs, states):
         if dry_run or state == "done":
             continue
-        run_training(r.config, resume=state == "resume")
+        run_training(r.config, resume=state == "resume", rerun_changed=state == "changed")
     if not dry_run:
         summarize(out, runs, spec.metrics)
         if spec.plot:
@@ -178,7 +205,11 @@ def summarize(out: Path, runs: list[Planned], metrics: list[str] | None = None) 
             rows.append({"label": r.label, "seed": r.seed, **_flatten(run.read_results())})
     if not rows:
         raise GuidetuneError(f"sweep: no finished run under {out} to summarize")
-    cols = metrics or sorted({k for row in rows for k in row if k not in ("label", "seed")})
+    found = sorted({k for row in rows for k in row if k not in ("label", "seed")})
+    for m in metrics or []:
+        if m not in found:  # a misspelt metric would be an all-NaN column
+            raise GuidetuneError(f"sweep.metrics: '{m}' is not a metric of these runs.{did_you_mean(m, found)}")
+    cols = metrics or found
     labels = list(dict.fromkeys(r["label"] for r in rows))
     summary = {}
     for label in labels:
@@ -197,6 +228,10 @@ def summarize(out: Path, runs: list[Planned], metrics: list[str] | None = None) 
         cells = [f"{m:.3f} ({q:.3f})" if n > 1 else f"{m:.3f}" for m, q, n in s.values()]
         md.append(f"| {lab} | {max(n for _, _, n in s.values())} | " + " | ".join(cells) + " |")
     md.append("\nCells: mean over seeds (inter-quartile range when there is more than one seed).")
+    from .compare import sweep_significance  # vs the first configuration; also writes significance.csv
+
+    md += sweep_significance(out, {lab: [r.config.run_dir for r in runs if r.label == lab
+                                         and RunDir(r.config.run_dir).finished()] for lab in labels}, cols)
     atomic_write(out / "summary.md", "\n".join(md) + "\n")
     _bar_chart(out / "summary.png", summary, cols)
     return summary

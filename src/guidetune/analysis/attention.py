@@ -23,7 +23,8 @@ from ..layers.names import LayerScheme
 from ..patterns import TokenSet
 from ..runs import atomic_write
 from . import ANALYSES
-from .common import batched, load_any, read_corpus, save_fig
+from ..devices import to_device
+from .common import batched, load_any, model_device, read_corpus, save_fig
 
 
 def default_layers(model) -> list[str]:
@@ -45,6 +46,7 @@ def attention_mass(model, tok, texts, token_set: TokenSet, names: list[str], bat
                    max_length: int = 128) -> tuple[np.ndarray, int]:
     """([layer, head] mean attention mass on the set, number of sentences counted)."""
     cap = Capture(model, names, detach=True)
+    dev = model_device(model)
     sums, count = None, 0
     for chunk in batched(texts, batch_size):
         enc = dict(tok(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_length))
@@ -53,14 +55,15 @@ def attention_mass(model, tok, texts, token_set: TokenSet, names: list[str], bat
         if not keep.any():
             continue
         with cap as captures:
-            _forward(model, enc)
+            _forward(model, to_device(enc, dev))
+        on_set = on_set.to(dev)
         rows = []
         for name in cap.names:
             p = captures[name]  # [batch, head, query, key]
             q_mask = captures.token_mask(name).float()  # [batch, query]
             mass = (p * on_set[:, None, None, :]).sum(-1)  # [batch, head, query]
             rows.append((mass * q_mask[:, None]).sum(-1) / q_mask.sum(-1, keepdim=True).clamp_min(1))
-        per_sentence = torch.stack(rows, dim=1)[keep]  # [kept, layer, head]
+        per_sentence = torch.stack(rows, dim=1).float().cpu()[keep]  # [kept, layer, head]
         sums = per_sentence.sum(0) if sums is None else sums + per_sentence.sum(0)
         count += int(keep.sum())
     if not count:
@@ -82,12 +85,27 @@ class AttentionAnalysis:
     batch_size: int = 32
     max_length: int = 128
     out: str = "analysis/attention"
+    trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with a model (unsafe)"})
+    allow_pickle: bool = field(default=False, metadata={"help": "allow pickled weights (unsafe)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    dtype: str | None = field(default=None, metadata={"help": "float32 | bfloat16 | float16 (default: float32)"})
 
     def run(self) -> dict:
         if not (self.corpus or self.sentence):
             raise GuidetuneError("analyze attention: give --corpus FILE or --sentence TEXT")
-        out = Path(self.out)
-        loaded = [load_any(m) for m in self.models]
+        from ..runs import describe_input, output_set
+        from ..tasks.base import data_path
+
+        inputs = {"models": [describe_input(m) for m in self.models], "sentence": self.sentence,
+                  "token_set": self.token_set, "layers": self.layers}
+        if self.corpus:
+            inputs["corpus"] = {"path": self.corpus, **describe_input(data_path(self.corpus, "--corpus"))}
+        with output_set(self.out, inputs) as out:  # written as a unit: temp directory renamed, manifest last
+            return self._run(out)
+
+    def _run(self, out: Path) -> dict:
+        loaded = [load_any(m, trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle,
+                           device=self.device, dtype=self.dtype) for m in self.models]
         _check_same_shape(loaded)
         result: dict = {"models": [label for label, _, _ in loaded]}
         if self.corpus:
@@ -120,8 +138,8 @@ class AttentionAnalysis:
             names = LayerScheme.from_model(model).expand(self.layers) if self.layers else default_layers(model)
             enc = dict(tok([self.sentence], return_tensors="pt", truncation=True, max_length=self.max_length))
             with Capture(model, names, detach=True) as cap:
-                _forward(model, enc)
-            probs = np.stack([cap[n][0].numpy() for n in names])  # [layer, head, query, key]
+                _forward(model, to_device(enc, model_device(model)))
+            probs = np.stack([cap[n][0].float().cpu().numpy() for n in names])  # [layer, head, query, key]
             tokens = tok.convert_ids_to_tokens(enc["input_ids"][0])
             views[label] = {"tokens": tokens, "layers": names, "attn": np.round(probs, 3).tolist()}
             _head_grid(out / f"heads_{_safe(label)}.png", probs, tokens, label)

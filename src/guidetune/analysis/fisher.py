@@ -1,182 +1,243 @@
 """Diagonal empirical Fisher information: F = (1/N) sum_n (d log p(y_n | x_n; theta) / d theta)^2.
 
-Per-sample gradients are computed a batch at a time from module hooks, not one sample at a time:
-for every Linear / GPT-2 Conv1D layer the per-sample weight gradient is sum_t g_t a_t^T (output
-gradient times input, summed over the sample's positions); for an Embedding only the rows the sample
-touches are formed (scatter-add of the output gradients); LayerNorm and RMSNorm (LLaMA, T5) use the
-normalised input. Parameters shared by several modules (tied input/output embeddings) get the *sum*
-of the modules' per-sample contributions before squaring, so they are counted once. The batch loss is
-the sum of per-sample negative log-likelihoods, so one backward pass yields every sample's gradients.
-Written by hand because no maintained library computes per-sample squared gradients of Hugging Face
-models at this cost (torch.func.vmap does not trace through these models' data-dependent masking,
-and Opacus/BackPACK do not support Conv1D or tied weights without rewriting the model).
+Per-sample gradients are computed a batch at a time from what every module saw in the forward pass and
+the gradient of its output, not one sample at a time (rules in ``fisher_rules``). A parameter used more
+than once in a forward -- a weight tied between the input embedding and the LM head, T5 v1.1's ``shared``
+embedding called by encoder and decoder, ALBERT's layers shared by every block -- gets the *sum* of its
+uses' per-sample gradients before squaring. The batch loss is the sum of per-sample negative
+log-likelihoods, so one backward pass yields every sample's gradients.
+
+Why not ``torch.func.vmap(grad(...))`` over the whole model: measured on transformers 4.57, it fails on
+LLaMA, GPT-2 and BERT (their mask construction is data-dependent control flow, which vmap refuses); it
+is used here only on single modules (norms and other modules without a closed-form rule), where it is exact.
+
+Before estimating, ``probe`` checks every rule numerically on one sample against autograd: a parameter
+that gets a gradient without a rule (used outside its module's forward, e.g. DeBERTa's relative
+embeddings read as ``.weight``) or whose rule disagrees is refused up front, by name.
 
 Accumulation is streaming (float64 running sums, memory O(parameters)); dropout is off (eval mode).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 
 from ..errors import GuidetuneError
+from . import fisher_rules as rules
 
 
-def _is_conv1d(m: nn.Module) -> bool:
-    return type(m).__name__ == "Conv1D"
-
-
-def _is_rmsnorm(m: nn.Module) -> bool:
-    return type(m).__name__ in ("T5LayerNorm", "LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
-
-
-def supported(m: nn.Module) -> bool:
-    return isinstance(m, (nn.Linear, nn.Embedding, nn.LayerNorm)) or _is_conv1d(m) or _is_rmsnorm(m)
+class MixedBatch(Exception):
+    """A module's output has no batch dimension: samples must go one at a time."""
 
 
 class PerSampleSquaredGrads:
-    """Hooks a model so that after ``loss.sum().backward()`` it can add sum_b (per-sample grad)^2 to totals.
+    """Hooks a model so that after a backward of ``nll.sum()`` it adds sum_b (per-sample grad)^2 to totals.
 
-    ``totals``: {parameter name: float64 tensor}. Parameters of modules it does not support are listed
-    in ``uncovered`` (they need the slow per-sample loop).
+    ``totals``: {parameter name: float64 tensor}. Set ``batch_size`` before each forward.
     """
 
     def __init__(self, model: nn.Module, params: dict[str, nn.Parameter]):
         self.model = model
         self.by_id = {id(p): n for n, p in params.items()}
         self.totals = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
-        owners: dict[int, int] = {}
-        self.modules = []
-        for m in model.modules():
-            if supported(m):
-                own = [p for p in m.parameters(recurse=False) if id(p) in self.by_id]
-                if own:
-                    self.modules.append(m)
-                    for p in own:
-                        owners[id(p)] = owners.get(id(p), 0) + 1
-        covered = {self.by_id[i] for i in owners}
-        self.uncovered = [n for n in params if n not in covered]
-        self.shared = {i for i, c in owners.items() if c > 1}
+        self.modules = [m for m in model.modules() if not isinstance(m, nn.Embedding)
+                        and any(id(p) in self.by_id for p in m.parameters(recurse=False))]
+        self.embeddings = {id(m) for m in model.modules() if isinstance(m, nn.Embedding) and id(m.weight) in self.by_id}
+        # Embeddings whose output has no batch dimension (T5's relative position bias [q, k, heads]) mix all
+        # samples' gradients in one tensor; with them, samples must go one at a time.
+        self.needs_single = any(
+            isinstance(m, nn.Embedding) and id(m.weight) in self.by_id and name.endswith("relative_attention_bias")
+            for name, m in model.named_modules())
         self._records: list = []
         self._handles: list = []
-        # Reused output buffers of the per-sample weight gradients ([batch, out, in], up to ~75 MB each for
-        # MiniLM's FFN at batch 32): a fresh allocation of that size costs page faults every batch, which
-        # took as long as the matrix products themselves (benchmarks/fisher_speed.py).
         self._buffers: dict[tuple, torch.Tensor] = {}
-        self.batch_size = 1  # set by the caller before each forward
-        # Embeddings whose output has no batch dimension (T5's relative position bias) mix all samples'
-        # gradients in one tensor; with them, samples must go one at a time.
-        self.needs_single = any(type(m).__name__ == "T5Attention" and getattr(m, "has_relative_attention_bias", False)
-                                and id(m.relative_attention_bias.weight) in self.by_id for m in model.modules())
+        self.batch_size = 1
+        self.keep_sums = False  # probe: also keep the unsquared per-sample gradients
+        self.sums: dict[int, torch.Tensor] = {}
 
+    # -- recording ---------------------------------------------------------------------------------------
     def __enter__(self):
         for m in self.modules:
-            self._handles.append(m.register_forward_hook(self._forward))
+            self._handles.append(m.register_forward_hook(self._forward, with_kwargs=True))
+        self._patch = _patch_embedding(self)
+        self._patch.__enter__()
         return self
 
     def __exit__(self, *exc):
+        self._patch.__exit__(*exc)
         for h in self._handles:
             h.remove()
         self._handles, self._records = [], []
 
-    def _forward(self, module, args, out):
-        inp = args[0].detach()
+    def _record(self, module, kind, args, kwargs, out):
         b = self.batch_size
-        if isinstance(module, nn.Embedding) and out.dim() == 3 and out.shape[0] == 1 and b > 1:
-            # Broadcast lookups (position ids [1, seq]): give every sample its own copy, so the gradient
-            # that flows back is per sample instead of summed over the batch.
+        if not torch.is_tensor(out):
+            raise GuidetuneError(f"fisher: no per-sample rule for {type(module).__name__} (its output is not a tensor)")
+        broadcast = False
+        if b > 1 and (out.dim() == 0 or out.shape[0] != b):
+            if out.dim() == 0 or out.shape[0] != 1:
+                raise MixedBatch(type(module).__name__)
+            # Broadcast output (position ids [1, seq]): give every sample its own copy, so the gradient that
+            # flows back is per sample instead of summed over the batch.
             out = out.expand(b, *out.shape[1:])
-            inp = inp.expand(b, *inp.shape[1:])
-        rec = {"module": module, "input": inp}
+            broadcast = True
+        rec = {"module": module, "kind": kind, "args": args, "kwargs": kwargs, "broadcast": broadcast}
         self._records.append(rec)
         if out.requires_grad:
             out.register_hook(lambda g: rec.__setitem__("grad", g.detach()))
         return out
 
+    def _forward(self, module, args, kwargs, out):
+        kind = rules.rule_of(module)
+        args = tuple(a.detach() if torch.is_tensor(a) else a for a in args)
+        kwargs = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in kwargs.items()}
+        new = self._record(module, kind, args, kwargs, out)
+        return new if new is not out else None
+
+    # -- accumulation ------------------------------------------------------------------------------------
     def accumulate(self, batch_size: int) -> None:
         """Square and add the per-sample gradients of the last backward pass."""
-        dense: dict[int, torch.Tensor] = {}  # shared parameters: per-sample grads summed over modules
-        for rec in self._records:
-            if "grad" not in rec:
-                continue
-            for p, per_sample in self._contributions(rec, batch_size):
-                if id(p) in self.shared:
-                    dense[id(p)] = dense[id(p)] + per_sample if id(p) in dense else per_sample
+        b = batch_size
+        recs = [r for r in self._records if "grad" in r]
+        uses: dict[int, int] = {}
+        for r in recs:
+            for p in self._owned(r["module"], r["kind"]):
+                uses[id(p)] = uses.get(id(p), 0) + 1
+        multi: dict[int, list] = {}
+        for r in recs:
+            for p, c in self._contributions(r, b, lambda p: uses.get(id(p), 0) > 1):
+                if uses[id(p)] > 1 or self.keep_sums:
+                    multi.setdefault(id(p), []).append((p, c))
                 else:
-                    self._add(p, per_sample)
-        for pid, per_sample in dense.items():
-            self.totals[self.by_id[pid]] += per_sample.double().pow(2).sum(0)
+                    self._add(p, c, b)
+        for pid, cs in multi.items():
+            p = cs[0][0]
+            if all(c[0] == "rows" for _, c in cs):
+                self._add(p, ("rows", torch.cat([c[1] for _, c in cs]), torch.cat([c[2] for _, c in cs])), b)
+                continue
+            dense = torch.zeros(b, *p.shape, dtype=torch.float64, device=p.device)
+            for _, c in cs:
+                if c[0] == "rows":
+                    dense.view(b * p.shape[0], -1).index_add_(0, c[1], c[2].double())
+                else:
+                    dense += c[1]
+            self._add(p, ("dense", dense), b)
         self._records = []
 
-    def _add(self, p, per_sample) -> None:
-        name = self.by_id[id(p)]
-        if isinstance(per_sample, tuple):  # sparse embedding rows: (row ids, [rows, dim] squared sums)
-            rows, sq = per_sample
-            self.totals[name].index_add_(0, rows, sq.double())
-        else:
-            # Square in place and sum over the batch in float32 (the per-sample tensor is a temporary);
-            # only the running total is float64. This memory-bound step dominates the cost.
-            self.totals[name] += per_sample.square_().sum(0)
+    def _owned(self, m, kind):
+        return [p for p in m.parameters(recurse=False) if id(p) in self.by_id]
 
-    def _contributions(self, rec, b: int):
-        m, a, g = rec["module"], rec["input"], rec["grad"]
-        out = []
+    def _contributions(self, r, b, is_multi):
+        m, g = r["module"], r["grad"]
         want = lambda p: p is not None and id(p) in self.by_id  # noqa: E731
-        if isinstance(m, nn.Embedding):
-            if want(m.weight):
-                out.append((m.weight, self._embedding(m, a, g, b, id(m.weight) in self.shared)))
-            return out
-        # Tied weights (shared) sum several modules' contributions before squaring: do that in float64.
-        dtype = torch.float64 if any(id(p) in self.shared for p in m.parameters(recurse=False)) else torch.float32
-        a3 = a.reshape(b, -1, a.shape[-1]).to(dtype)
-        g3 = g.reshape(b, -1, g.shape[-1]).to(dtype)
-        if isinstance(m, nn.Linear):
-            if want(m.weight):
-                out.append((m.weight, self._bmm(g3.transpose(1, 2), a3, id(m.weight) in self.shared)))
-            if want(m.bias):
-                out.append((m.bias, g3.sum(1)))
-        elif _is_conv1d(m):
-            if want(m.weight):
-                out.append((m.weight, self._bmm(a3.transpose(1, 2), g3, id(m.weight) in self.shared)))
-            if want(m.bias):
-                out.append((m.bias, g3.sum(1)))
-        elif isinstance(m, nn.LayerNorm):
-            mu = a3.mean(-1, keepdim=True)
-            var = a3.var(-1, unbiased=False, keepdim=True)
-            xhat = (a3 - mu) / torch.sqrt(var + m.eps)
-            if want(m.weight):
-                out.append((m.weight, (g3 * xhat).sum(1)))
-            if want(m.bias):
-                out.append((m.bias, g3.sum(1)))
-        elif _is_rmsnorm(m) and want(m.weight):
-            xhat = a3 * torch.rsqrt(a3.pow(2).mean(-1, keepdim=True) + m.variance_epsilon)
-            out.append((m.weight, (g3 * xhat).sum(1)))
-        return out
 
-    def _bmm(self, x: torch.Tensor, y: torch.Tensor, shared: bool) -> torch.Tensor:
-        """x @ y per sample; unshared parameters' results go to a reused buffer (consumed by ``_add``
-        before the next record is processed); shared ones are kept across records, so they get their own."""
-        if shared:
-            return torch.bmm(x, y)
+        def dtype(p):
+            return torch.float64 if (is_multi(p) or p.dtype == torch.float64) else torch.float32
+
+        a = r["args"][0] if r["args"] else None
+        if r["broadcast"] and r["kind"] != "generic" and torch.is_tensor(a):
+            a = a.expand(b, *a.shape[1:])
+        if r["kind"] == "embedding":
+            return rules.embedding(m, a, g, b, want, dtype(m.weight))
+        if r["kind"] == "linear":
+            multi = is_multi(m.weight) or self.keep_sums
+            bmm = torch.bmm if multi else self._bmm
+            return rules.linear(m, a, g, b, want, dtype(m.weight), bmm)
+        if r["kind"] == "layernorm":
+            return rules.layernorm(m, a, g, b, want, dtype(m.weight))
+        p0 = next(p for p in m.parameters(recurse=False) if want(p))
+        return rules.generic(m, r["args"], r["kwargs"], g, b, want, dtype(p0), r["broadcast"] or b == 1)
+
+    def _add(self, p, c, b) -> None:
+        name = self.by_id[id(p)]
+        if self.keep_sums:
+            self.sums[id(p)] = _dense(p, c, b).sum(0)
+        if c[0] == "rows":
+            keys, g = c[1], c[2]
+            uniq, inv = torch.unique(keys, return_inverse=True)
+            rows = torch.zeros(uniq.numel(), g.shape[-1], dtype=g.dtype, device=g.device)
+            rows.index_add_(0, inv, g)  # per (sample, row) gradient
+            self.totals[name].index_add_(0, uniq % p.shape[0], rows.pow(2).double())
+        else:
+            # Square in place and sum over the batch (the per-sample tensor is a temporary); only the running
+            # total is float64. This memory-bound step dominates the cost.
+            self.totals[name] += c[1].square_().sum(0)
+
+    def _bmm(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x @ y per sample into a reused buffer (consumed by ``_add`` before the next record): a fresh
+        allocation of ~75 MB a batch costs page faults that took as long as the products themselves."""
         key = (x.shape[0], x.shape[1], y.shape[2], x.dtype, x.device)
         buf = self._buffers.get(key)
         if buf is None:
             buf = self._buffers[key] = torch.empty(key[:3], dtype=x.dtype, device=x.device)
         return torch.bmm(x, y, out=buf)
 
-    @staticmethod
-    def _embedding(m: nn.Embedding, ids, g, b: int, dense: bool):
-        ids = ids.reshape(b, -1)
-        g = g.reshape(b, ids.shape[1], -1).to(torch.float64 if dense else torch.float32)
-        if m.padding_idx is not None:  # like PyTorch, the padding row gets no gradient
-            g = g * (ids != m.padding_idx)[..., None]
-        if dense:
-            full = torch.zeros(b, m.num_embeddings, g.shape[-1], dtype=g.dtype, device=g.device)
-            return full.index_put_((torch.arange(b, device=g.device)[:, None].expand_as(ids), ids), g, accumulate=True)
-        keys = (torch.arange(b, device=ids.device)[:, None] * m.num_embeddings + ids).reshape(-1)
-        uniq, inv = torch.unique(keys, return_inverse=True)
-        rows = torch.zeros(uniq.numel(), g.shape[-1], dtype=g.dtype, device=g.device)
-        rows.index_add_(0, inv, g.reshape(-1, g.shape[-1]))  # per (sample, row) gradient
-        return (uniq % m.num_embeddings, rows.pow(2))
+
+def _dense(p, c, b):
+    if c[0] == "dense":
+        return c[1].double()
+    d = torch.zeros(b * p.shape[0], p.shape[1], dtype=torch.float64, device=p.device)
+    return d.index_add_(0, c[1], c[2].double()).view(b, *p.shape)
+
+
+@contextlib.contextmanager
+def _patch_embedding(psg: PerSampleSquaredGrads):
+    """Record every ``nn.Embedding.forward`` call of the hooked model (subclasses reach it through super())."""
+    orig = nn.Embedding.forward
+
+    def forward(self, input):
+        out = orig(self, input)
+        if id(self) not in psg.embeddings:
+            return out
+        return psg._record(self, "embedding", (input.detach(),), {}, out)
+
+    nn.Embedding.forward = forward
+    try:
+        yield
+    finally:
+        nn.Embedding.forward = orig
+
+
+def probe(model: nn.Module, params: dict[str, nn.Parameter], nll_of_one) -> list[str]:
+    """Names of parameters whose per-sample gradient cannot be formed, checked numerically on one sample.
+
+    ``nll_of_one()`` runs the model on one sample and returns its [1] negative log-likelihood. A parameter
+    that receives a gradient but no rule fired for it, or whose rule disagrees with autograd, is listed.
+    """
+    psg = PerSampleSquaredGrads(model, params)
+    psg.keep_sums = True
+    psg.batch_size = 1
+    with psg:
+        nll = nll_of_one()
+        names = list(params)
+        grads = torch.autograd.grad(nll.sum(), [params[n] for n in names], allow_unused=True, retain_graph=False)
+        psg.accumulate(1)
+    bad = []
+    # Exactly-zero gradients (attention key biases) come out as rounding noise: judged against the model's scale
+    top = max((float(g.abs().max()) for g in grads if g is not None and g.numel()), default=1.0)
+    for n, g in zip(names, grads):
+        if g is None:
+            continue
+        scale = max(float(g.abs().max()), 1e-4 * top)
+        got = psg.sums.get(id(params[n]))
+        if got is None:
+            if float(g.abs().max()) > 1e-3 * scale:
+                bad.append(n)
+            continue
+        if float((got - g.double()).abs().max()) > 1e-3 * scale:
+            bad.append(n)
+    return bad
+
+
+def structural_rules(model: nn.Module) -> dict[str, str]:
+    """{parameter name: rule} for every parameter (what ``guidetune ls models`` can show without data)."""
+    out = {}
+    for mname, m in model.named_modules():
+        for pname, _ in m.named_parameters(recurse=False):
+            out[f"{mname}.{pname}" if mname else pname] = rules.rule_of(m)
+    return out
 
 
 _WRAPPER_PARTS = (".base_layer", ".original_module")  # PEFT's wrappers around the original modules

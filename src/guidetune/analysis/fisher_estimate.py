@@ -1,36 +1,39 @@
 """``guidetune fisher``: estimate, aggregate, save and compare empirical Fisher information.
 
-Objectives (what ``y_n`` is): ``mlm`` (15% of tokens masked, needs a masked-LM head), ``clm`` (next
-tokens, causal LM), ``seq2seq`` (target tokens), ``task`` (the label of a classification file). The
-per-sample negative log-likelihood is summed over the sample's predicted tokens.
+Objectives (what ``y_n`` is): ``mlm`` (15% of tokens masked, needs a pretrained masked-LM head), ``clm``
+(next tokens, causal LM; labels are the input ids, padding ignored), ``seq2seq`` (target tokens), ``task``
+(the label of a classification file or task: cross-entropy for classes, squared error for a regression
+target such as STS-B -- the per-sample training loss in both cases). The per-sample negative
+log-likelihood is summed over the sample's predicted tokens.
 
 For the packaged MiniLM use ``task``: the sentence-transformers checkpoint ships no LM head, so an
-``mlm`` estimate would measure a randomly initialised head; with ``task`` the gradients come from the
-downstream labels you are about to fine-tune on (through a freshly initialised classifier, which the
-layer ranking of the encoder is robust to -- check with ``--reliability``).
+``mlm`` estimate would measure a randomly initialised head (refused); with ``task`` the gradients come
+from the downstream labels you are about to fine-tune on (through a freshly initialised classifier,
+which the layer ranking of the encoder is robust to -- check with ``--reliability``).
 
 Samples are a seeded permutation of the data cut at ``fraction`` (or ``max_samples``); smaller fractions
-are prefixes of larger ones, so ``--reliability`` gets every fraction's estimate in one pass.
+are prefixes of larger ones, so ``--reliability`` gets every fraction's estimate in one pass. Under
+``torchrun``/``accelerate launch`` the batches (the same ones one process would form) are dealt to the
+processes in turn and the float64 totals are summed with ``all_reduce``, so the result equals the
+one-process result up to the order of float64 additions.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
-from pathlib import Path
 
 import numpy as np
+
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import GuidetuneError
 from ..layers.names import LayerScheme, base_of, module_paths, unwrap
-from ..runs import atomic_write
-from .fisher import PerSampleSquaredGrads, check_compatible, original_name
+from .fisher import MixedBatch, PerSampleSquaredGrads, probe
+from .fisher_io import FORMAT, load, save  # noqa: F401  (re-exported: readers import them here)
 
 log = logging.getLogger(__name__)
 OBJECTIVES = {"mlm": "mlm", "clm": "causal_lm", "seq2seq": "seq2seq_lm", "task": "classification"}
-FORMAT = "guidetune-fisher-1"
 
 
 def load_samples(path: str, objective: str, tok, max_length: int = 128, text_field: str = "text",
@@ -61,6 +64,12 @@ def load_samples(path: str, objective: str, tok, max_length: int = 128, text_fie
     return out, labels
 
 
+def task_samples(task, tok) -> list[dict]:
+    """The training split's features exactly as training builds them (pairs, token types, regression)."""
+    task.setup(tok)
+    return [{k: v for k, v in f.items() if not k.startswith("gt_")} for f in task.dataset("train")]
+
+
 def subsample_order(n: int, seed: int) -> list[int]:
     order = list(range(n))
     random.Random(f"fisher:{seed}").shuffle(order)
@@ -68,6 +77,10 @@ def subsample_order(n: int, seed: int) -> list[int]:
 
 
 def count_for(n: int, fraction: float | None, max_samples: int | None) -> int:
+    if fraction is not None and not 0 < fraction <= 1:
+        raise GuidetuneError(f"--fraction: must be in (0, 1], got {fraction}")
+    if max_samples is not None and max_samples < 1:
+        raise GuidetuneError(f"--max-samples: must be >= 1, got {max_samples}")
     if max_samples:
         return min(max_samples, n)
     return max(1, min(n, round((fraction or 1.0) * n)))
@@ -88,11 +101,17 @@ def _mask_tokens(batch: dict, tok, seed: int) -> None:
 
 
 def per_sample_nll(model, batch: dict, objective: str) -> torch.Tensor:
-    """[batch] negative log-likelihood of each sample's targets."""
-    labels = batch["labels"]
+    """[batch] negative log-likelihood (training loss) of each sample's targets."""
+    if objective == "clm":  # next-token targets are the input ids themselves; padding is not predicted
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100) \
+            if "attention_mask" in batch else batch["input_ids"]
+    else:
+        labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     if objective == "task":
         logits = model(**inputs).logits.float()
+        if labels.is_floating_point():  # regression (STS-B): squared error, as MSELoss per sample
+            return (logits.reshape(labels.shape[0], -1)[:, 0] - labels.float()).pow(2)
         return -torch.log_softmax(logits, -1).gather(1, labels[:, None])[:, 0]
     if objective == "seq2seq":
         logits = model(**inputs, labels=labels).logits.float()
@@ -104,11 +123,71 @@ def per_sample_nll(model, batch: dict, objective: str) -> torch.Tensor:
     return nll.sum(1)
 
 
-def estimate(model, tok, samples: list[dict], objective: str, batch_size: int = 32, seed: int = 0,
-             snapshots: list[int] | None = None, progress: bool = True) -> dict[int, dict[str, torch.Tensor]]:
-    """Fisher estimates after the first k samples, for every k in ``snapshots`` (default: all samples)."""
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _batch(tok, samples, objective, seed, start, device):
+    from ..devices import to_device
     from ..tasks.base import pad_batch
 
+    batch = pad_batch(tok, samples)
+    if objective == "mlm":
+        _mask_tokens(batch, tok, seed * 1000003 + start)
+    return to_device(batch, device)
+
+
+def check_supported(model, tok, sample: dict, objective: str, params=None) -> None:
+    """Refuse, before estimating, the parameters whose per-sample gradient cannot be formed (one line)."""
+    hf = unwrap(model)
+    params = params or {n: p for n, p in hf.named_parameters() if p.requires_grad}
+    dev = next(hf.parameters()).device
+    bad = probe(hf, params, lambda: per_sample_nll(model, _batch(tok, [sample], objective, 0, 0, dev), objective))
+    if bad:
+        raise GuidetuneError(f"fisher: no per-sample rule for {len(bad)} parameters of this "
+                             f"{getattr(hf.config, 'model_type', type(hf).__name__)} model: {', '.join(bad[:8])}"
+                             + (" ..." if len(bad) > 8 else ""))
+
+
+def supported(model, objective: str | None = None) -> tuple[bool, list[str]]:
+    """(every parameter has a per-sample rule, names of those without), checked on a dummy input."""
+    hf = unwrap(model)
+    params = dict(hf.named_parameters())
+    was = {n: p.requires_grad for n, p in params.items()}
+    for p in params.values():
+        p.requires_grad_(True)
+    ids = torch.arange(3, 9)[None] % max(2, getattr(hf.config, "vocab_size", 100) or 100)
+    dev = next(hf.parameters()).device
+    inputs = {"input_ids": ids.to(dev), "attention_mask": torch.ones_like(ids).to(dev)}
+    if getattr(hf.config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = ids[:, :4].to(dev)
+    gen = torch.Generator().manual_seed(0)
+
+    def loss():
+        out = hf(**inputs)[0].float()
+        return (out * torch.randn(out.shape, generator=gen).to(dev)).sum().reshape(1)
+
+    training = hf.training
+    hf.eval()
+    try:
+        bad = probe(hf, params, loss)
+    finally:
+        hf.train(training)
+        for n, p in params.items():
+            p.requires_grad_(was[n])
+    return not bad, bad
+
+
+def estimate(model, tok, samples: list[dict], objective: str, batch_size: int = 32, seed: int = 0,
+             snapshots: list[int] | None = None, progress: bool = True) -> dict[int, dict[str, torch.Tensor]]:
+    """Fisher estimates after the first k samples, for every k in ``snapshots`` (default: all samples).
+
+    Runs where the model's parameters are; totals are float64 on that device. Under torch.distributed,
+    every process calls this with the same samples and gets the same (all-reduced) result."""
     snapshots = sorted(set(snapshots or [len(samples)]))
     hf = unwrap(model)
     params = dict(hf.named_parameters())
@@ -116,44 +195,78 @@ def estimate(model, tok, samples: list[dict], objective: str, batch_size: int = 
     for p in params.values():
         p.requires_grad_(True)
     model.eval()
-    psg = PerSampleSquaredGrads(hf, params)
-    if psg.uncovered:
-        raise GuidetuneError(f"fisher: no per-sample rule for {len(psg.uncovered)} parameters "
-                             f"(e.g. {psg.uncovered[0]}); supported: Linear, Conv1D, Embedding, LayerNorm, RMSNorm")
-    embeddings = [m for m in hf.modules() if isinstance(m, torch.nn.Embedding)]
-    if psg.needs_single and batch_size > 1:
-        log.info("fisher: T5's relative position bias is shared by the whole batch; one sample at a time")
-        batch_size = 1
-    out, done = {}, 0
-    bar = tqdm(total=snapshots[-1], desc="fisher", unit="sample", disable=not progress)
+    dev = next(hf.parameters()).device
+    rank, world = _world()
+    try:
+        check_supported(model, tok, samples[0], objective, params)
+        psg = PerSampleSquaredGrads(hf, params)
+        if psg.needs_single and batch_size > 1:
+            log.info("fisher: T5's relative position bias is shared by the whole batch; one sample at a time")
+            batch_size = 1
+        if batch_size > 1 and len(samples) > 1:
+            try:  # a module whose output has no batch dimension: found on a forward of two samples
+                psg.batch_size = 2
+                with psg, torch.no_grad():
+                    per_sample_nll(model, _batch(tok, samples[:2], objective, seed, 0, dev), objective)
+            except MixedBatch as e:
+                log.info("fisher: %s's output has no batch dimension; one sample at a time", e)
+                batch_size = 1
+        return _run(model, tok, samples, objective, batch_size, seed, snapshots, progress, psg, dev, rank, world)
+    finally:
+        for n, p in params.items():
+            p.requires_grad_(was[n])
+
+
+def _run(model, tok, samples, objective, batch_size, seed, snapshots, progress, psg, dev, rank, world):
+    embeddings = [m for m in unwrap(model).modules() if isinstance(m, torch.nn.Embedding)]
+    out, done, index = {}, 0, 0
+    bar = tqdm(total=snapshots[-1], desc="fisher", unit="sample", disable=not progress or rank != 0)
     try:
         while done < snapshots[-1]:
             stop = min(done + batch_size, next(s for s in snapshots if s > done))
-            batch = pad_batch(tok, samples[done:stop])
-            if objective == "mlm":
-                _mask_tokens(batch, tok, seed * 1000003 + done)
-            emb_out: list[torch.Tensor] = []
-            psg.batch_size = stop - done
-            with psg:
-                # registered after psg's own hooks, so these see the (possibly per-sample expanded) outputs
-                hooks = [m.register_forward_hook(lambda m, a, o: emb_out.append(o)) for m in embeddings]
-                try:
-                    nll = per_sample_nll(model, batch, objective)
-                finally:
-                    for h in hooks:
-                        h.remove()
-                # Gradients w.r.t. the embedding outputs reach every module output (the hooks fire) without
-                # spending time on the parameters' own batch gradients, which are not needed.
-                torch.autograd.grad(nll.sum(), [e for e in emb_out if e.requires_grad], allow_unused=True)
-                psg.accumulate(stop - done)
+            mine = index % world == rank  # the batches one process would form, dealt out in turn
+            index += 1
+            if mine:
+                _one_batch(model, tok, samples[done:stop], objective, seed, done, dev, psg, embeddings)
             bar.update(stop - done)
             done = stop
             if done in snapshots:
-                out[done] = {n: (t / done).float() for n, t in psg.totals.items()}
+                out[done] = {n: (t / done).float().cpu() for n, t in _reduced(psg.totals, world).items()}
     finally:
         bar.close()
-        for n, p in params.items():
-            p.requires_grad_(was[n])
+    return out
+
+
+def _one_batch(model, tok, samples, objective, seed, start, dev, psg, embeddings):
+    batch = _batch(tok, samples, objective, seed, start, dev)
+    emb_out: list[torch.Tensor] = []
+    psg.batch_size = len(samples)
+    with psg:
+        # registered after psg's own recording, so these see the (possibly per-sample expanded) outputs
+        hooks = [m.register_forward_hook(lambda m, a, o: emb_out.append(o)) for m in embeddings]
+        try:
+            nll = per_sample_nll(model, batch, objective)
+        except MixedBatch as e:
+            raise GuidetuneError(f"fisher: {e}'s output has no batch dimension for this input; use --batch-size 1") from None
+        finally:
+            for h in hooks:
+                h.remove()
+        # Gradients w.r.t. the embedding outputs reach every module output (the hooks fire) without spending
+        # time on the parameters' own batch gradients, which are not needed.
+        torch.autograd.grad(nll.sum(), [e for e in emb_out if e.requires_grad], allow_unused=True)
+        psg.accumulate(len(samples))
+
+
+def _reduced(totals: dict[str, torch.Tensor], world: int) -> dict[str, torch.Tensor]:
+    if world == 1:
+        return totals
+    import torch.distributed as dist
+
+    out = {}
+    for n, t in totals.items():
+        s = t.clone()
+        dist.all_reduce(s)
+        out[n] = s
     return out
 
 
@@ -190,39 +303,6 @@ def aggregates(model, fisher: dict[str, torch.Tensor]) -> dict:
     from ..regularizers.fisher_dropout import dropout_scores
 
     return {"per_tensor": per_tensor, "per_layer": per_layer, "per_dropout": dropout_scores(model, fisher)}
-
-
-def save(path: str | Path, model, fisher: dict[str, torch.Tensor], meta: dict) -> Path:
-    """``fisher.safetensors`` (tensors + metadata) and ``<name>.json`` (aggregates), both atomic."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({n: t.contiguous() for n, t in fisher.items()}, str(tmp),
-              metadata={"format": FORMAT, **{k: str(v) for k, v in meta.items()}})
-    tmp.replace(path)
-    atomic_write(path.with_suffix(".json"), json.dumps({"meta": meta, **aggregates(model, fisher)}, indent=1))
-    return path
-
-
-def load(path: str | Path, model=None) -> tuple[dict[str, torch.Tensor], dict]:
-    """(fisher tensors, metadata); with ``model``, checks that the file belongs to it."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise GuidetuneError(f"Fisher file not found: '{path}'")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise GuidetuneError(f"'{path}' is not a guidetune Fisher file (format {meta.get('format')!r})")
-        fisher = {k: f.get_tensor(k) for k in f.keys()}
-    if model is not None:
-        own = {original_name(n): tuple(p.shape) for n, p in unwrap(model).named_parameters()
-               if original_name(n) is not None}
-        check_compatible({n: tuple(t.shape) for n, t in fisher.items()}, own, str(path))
-    return fisher, meta
 
 
 def reliability(estimates: dict[int, dict[str, torch.Tensor]], reference: int, model,

@@ -99,6 +99,10 @@ class Landscape:
     split: Literal["train", "eval"] = "eval"
     seed: int = 0
     out: str = "analysis/landscape"
+    trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with a model (unsafe)"})
+    allow_pickle: bool = field(default=False, metadata={"help": "allow pickled weights (unsafe)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    dtype: str | None = field(default=None, metadata={"help": "float32 | bfloat16 | float16 (default: float32)"})
 
     def __post_init__(self):
         e: list[str] = []
@@ -114,23 +118,38 @@ class Landscape:
         from ..runs import RunDir
 
         if RunDir(self.model).exists():
-            _, task, model, _ = load_run(self.model)
+            _, task, model, _ = load_run(self.model, trust_remote_code=self.trust_remote_code,
+                                         allow_pickle=self.allow_pickle)
             return task, model
         if not self.config:
             raise GuidetuneError("analyze landscape: a model name needs --config (an experiment file with its task)")
-        cfg = load_config(self.config, [f"model.name={self.model}"])
+        cfg = load_config(self.config, [f"model.name={self.model}", f"model.trust_remote_code={self.trust_remote_code}",
+                                        f"model.allow_pickle={self.allow_pickle}"])
         task, model, _ = prepare(cfg)
         return task, model
 
-    @torch.no_grad()
     def run(self) -> dict:
+        """Compute the surface and write it to ``out`` as one output set (temp directory renamed, manifest last)."""
+        from ..runs import describe_input, output_set
+
+        inputs = {"model": describe_input(self.model), "config": describe_input(self.config) if self.config else None,
+                  "fisher": describe_input(self.fisher) if self.fisher else None}
+        with output_set(self.out, inputs) as out:
+            return self._run(out)
+
+    @torch.no_grad()
+    def _run(self, out: Path) -> dict:
         from ..tasks.base import strip_extras
 
+        from ..devices import place, to_device
+
         task, model = self._load()
+        model, dev = place(model, self.device, self.dtype)
         model.eval()
         feats = task.dataset(self.split)
         bs = 16
-        batches = [strip_extras(task.collate(feats[i:i + bs]))[0] for i in range(0, min(len(feats), bs * self.batches), bs)]
+        batches = [to_device(strip_extras(task.collate(feats[i:i + bs]))[0], dev)
+                   for i in range(0, min(len(feats), bs * self.batches), bs)]
         hf = unwrap(model)
         params = {n: p for n, p in hf.named_parameters() if p.dtype.is_floating_point}
         fisher = None
@@ -139,12 +158,14 @@ class Landscape:
 
             fisher, _ = load(self.fisher, model)
         gen = torch.Generator().manual_seed(self.seed)
-        base = {n: p.detach().clone() for n, p in params.items()}
+        # Directions and masks are drawn on the CPU in float32 (the same on every device), then moved.
+        base = {n: p.detach().float().cpu() for n, p in params.items()}
         masks = fisher_mask(base, fisher, self.mask, self.k, gen, self.population)
         dirs = []
         for _ in range(self.dims):
             d = filter_normalised(base, gen)
-            dirs.append({n: d[n] * masks[n] for n in d})
+            dirs.append({n: (d[n] * masks[n]).to(params[n].device, params[n].dtype) for n in d})
+        base = {n: p.detach().clone() for n, p in params.items()}
         alphas = np.linspace(-self.range, self.range, self.steps)
         grid_shape = (self.steps,) * self.dims
         loss = np.zeros(grid_shape)
@@ -159,7 +180,6 @@ class Landscape:
                 p.copy_(base[n])
         kept = sum(int(m.sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
-        out = Path(self.out)
         save_npz(out / "landscape.npz", alphas=alphas, loss=loss, dims=np.array(self.dims))
         info = {"model": self.model, "mask": self.mask, "k": self.k, "population": self.population,
                 "perturbed": kept, "kept_fraction": kept / total,

@@ -59,18 +59,43 @@ class NeuronAnalysis:
     batch_size: int = 64
     max_length: int = 128
     out: str = "analysis/neurons"
+    trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with a model (unsafe)"})
+    allow_pickle: bool = field(default=False, metadata={"help": "allow pickled weights (unsafe)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    dtype: str | None = field(default=None, metadata={"help": "float32 | bfloat16 | float16 (default: float32)"})
+    device_map: str | None = field(default=None, metadata={"help": "'auto': spread a large model (accelerate)"})
 
     def run(self) -> dict:
+        """Write the analysis to ``out`` as one output set (temp directory renamed into place, manifest last)."""
+        from ..devices import resolve_device
+        from ..distributed import process_group
+        from ..runs import describe_input, output_set
+        from ..tasks.base import data_path
+
+        rank, _ = process_group(resolve_device(self.device))
+        inputs = {"models": [describe_input(m) for m in self.models], "layer": self.layer,
+                  "corpus": {"path": self.corpus, **describe_input(data_path(self.corpus, "--corpus"))},
+                  "concepts": {"path": self.concepts, **describe_input(data_path(self.concepts, "--concepts"))}}
+        with output_set(self.out, inputs, enabled=rank == 0) as out:
+            return self._run(out)
+
+    def _run(self, out: Path) -> dict:
+        from ..devices import resolve_device
+        from ..distributed import process_group
+
         keywords = Keywords(read_concepts(self.concepts))
-        out = Path(self.out)
+        rank, world = process_group(resolve_device(self.device))
+        main = rank == 0
         results, scores_by, names, shapes = {}, {}, [], []
         for ref in self.models:
-            label, model, tok = load_any(ref)
+            label, model, tok = load_any(ref, trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle,
+                                         device=self.device, dtype=self.dtype, device_map=self.device_map)
             layer = ffn_layer(model, self.layer)
             texts = (t for _, t, _ in read_corpus(self.corpus, self.text_field))
             counters, thr = collect(model, tok, batched(texts, self.batch_size), layer, keywords,
                                     threshold=self.threshold, quantile=self.quantile, calibration=self.calibration,
-                                    sentence_fraction=self.sentence_fraction, max_length=self.max_length)
+                                    sentence_fraction=self.sentence_fraction, max_length=self.max_length,
+                                    rank=rank, world=world)
             shapes.append((ref, type(model).__name__, layer, counters.n))
             if len({(s[2], s[3]) for s in shapes}) > 1:
                 raise GuidetuneError(f"--compare: models must share the architecture; {shapes[0][0]} has "
@@ -83,17 +108,23 @@ class NeuronAnalysis:
             summary["layer"], summary["threshold"] = layer, ("quantile %.3f" % self.quantile if self.quantile
                                                              is not None else self.threshold)
             results[label], scores_by[label] = summary, scores
-            save_npz(out / f"stats_{_safe(label)}.npz", thresholds=thr, **counters.arrays())
-            self._neuron_csv(out / f"neurons_{_safe(label)}.csv", counters, scores)
+            if main:  # every process holds the reduced totals; one writes them
+                save_npz(out / f"stats_{_safe(label)}.npz", thresholds=thr, **counters.arrays())
+                self._neuron_csv(out / f"neurons_{_safe(label)}.csv", counters, scores)
         base = names[0]
         top = {c: top_neurons(scores_by[base], c, self.top_k, self.min_support) for c in keywords.names}
-        for concept, ids in top.items():
-            self._top_tables(out, concept, ids, names, scores_by)
-        self._plots(out, names, results, scores_by, top)
         payload = {"models": results, "top_neurons": top,
                    "kt_of_top": {c: {m: [float(scores_by[m][c]["kt"][i]) for i in ids] for m in names}
                                  for c, ids in top.items()}}
-        atomic_write(out / "summary.json", json.dumps(payload, indent=1))
+        if world > 1:
+            payload["processes"] = world  # the corpus was split over this many processes and the counts reduced
+        if main:
+            for concept, ids in top.items():
+                self._top_tables(out, concept, ids, names, scores_by)
+            self._plots(out, names, results, scores_by, top)
+            atomic_write(out / "summary.json", json.dumps(payload, indent=1))
+        else:
+            payload["rank"] = rank  # not written: tells the command line this process does not print
         return payload
 
     def _neuron_csv(self, path: Path, c, scores) -> None:

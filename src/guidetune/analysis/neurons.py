@@ -37,17 +37,41 @@ class Counters:
     n: int
     sentences: int = 0
     tokens: int = 0
+    device: object = "cpu"  # where the totals accumulate: the activations' device (no per-batch copies)
+
+    TENSORS = ("token_fires", "sentence_fires", "act_sum", "act_max", "concept_sentences", "concept_fires",
+               "general_fires")
 
     def __post_init__(self):
-        c = len(self.concepts)
-        self.token_fires = torch.zeros(self.n, dtype=torch.float64)
-        self.sentence_fires = torch.zeros(self.n, dtype=torch.float64)
-        self.act_sum = torch.zeros(self.n, dtype=torch.float64)
-        self.act_max = torch.full((self.n,), -float("inf"), dtype=torch.float64)
-        self.concept_sentences = torch.zeros(c, dtype=torch.float64)
-        self.concept_fires = torch.zeros(c, self.n, dtype=torch.float64)
+        c, kw = len(self.concepts), dict(dtype=torch.float64, device=self.device)
+        self.token_fires = torch.zeros(self.n, **kw)
+        self.sentence_fires = torch.zeros(self.n, **kw)
+        self.act_sum = torch.zeros(self.n, **kw)
+        self.act_max = torch.full((self.n,), -float("inf"), **kw)
+        self.concept_sentences = torch.zeros(c, **kw)
+        self.concept_fires = torch.zeros(c, self.n, **kw)
         self.general_sentences = 0
-        self.general_fires = torch.zeros(self.n, dtype=torch.float64)
+        self.general_fires = torch.zeros(self.n, **kw)
+
+    def cpu(self) -> "Counters":
+        """The totals moved to the CPU (numpy views and the written files need them there)."""
+        for k in self.TENSORS:
+            setattr(self, k, getattr(self, k).cpu())
+        self.device = "cpu"
+        return self
+
+    def all_reduce(self) -> "Counters":
+        """Sum the totals of every process (max for ``act_max``): the result equals one process's run over
+        the whole corpus (counts exactly; float sums up to summation order)."""
+        import torch.distributed as dist
+
+        scalars = torch.tensor([self.sentences, self.tokens, self.general_sentences], dtype=torch.float64,
+                               device=self.device)
+        for t in [scalars] + [getattr(self, k) for k in self.TENSORS if k != "act_max"]:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(self.act_max, op=dist.ReduceOp.MAX)
+        self.sentences, self.tokens, self.general_sentences = (int(x) for x in scalars.tolist())
+        return self
 
     def add(self, acts: torch.Tensor, counted: torch.Tensor, threshold: torch.Tensor | float,
             member: torch.Tensor, sentence_fraction: float) -> None:
@@ -73,7 +97,7 @@ class Counters:
         masked = acts.masked_fill(~keep, 0.0)
         self.act_sum += masked.sum((0, 1))
         self.act_max = torch.maximum(self.act_max, acts.masked_fill(~keep, -float("inf")).amax((0, 1)).double())
-        m = member.float()
+        m = member.to(acts.device).float()
         self.concept_sentences += m.sum(0)
         self.concept_fires += m.T @ fires_f
         general = ~member.any(1)
@@ -81,8 +105,7 @@ class Counters:
         self.general_fires += fires_f[general].sum(0)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {k: getattr(self, k).numpy() for k in ("token_fires", "sentence_fires", "act_sum", "act_max",
-                                                    "concept_sentences", "concept_fires", "general_fires")}
+        out = {k: getattr(self, k).cpu().numpy() for k in self.TENSORS}
         out.update(sentences=np.array(self.sentences), tokens=np.array(self.tokens),
                    general_sentences=np.array(self.general_sentences), concepts=np.array(self.concepts))
         return out
@@ -126,44 +149,76 @@ def _forward(model, enc) -> None:
 @torch.no_grad()
 def collect(model, tok, batches, layer: str, keywords: Keywords, threshold: float | None = 0.0,
             quantile: float | None = None, calibration: int = 200, sentence_fraction: float = 0.0,
-            skip_special: bool = True, max_length: int = 128) -> tuple[Counters, np.ndarray]:
-    """Stream text batches through ``model``; (counters, per-neuron thresholds used)."""
+            skip_special: bool = True, max_length: int = 128, rank: int = 0,
+            world: int = 1) -> tuple[Counters, np.ndarray]:
+    """Stream text batches through ``model``; (counters, per-neuron thresholds used).
+
+    Batches go to the model's device. With ``world`` > 1 processes, process ``rank`` counts batches
+    ``rank, rank + world, ...`` and the totals are all-reduced, so every process returns the one-process
+    counts. A quantile threshold is calibrated by every process on the same first sentences."""
+    from ..devices import to_device
+    from .common import model_device
+
     name = ffn_layer(model, layer)
+    dev = model_device(model)
     cap = Capture(model, [name], detach=True)
     special = torch.tensor(sorted(set(tok.all_special_ids)))
     counters, thr, held = None, threshold, []
-    for texts in batches:
+    for j, texts in enumerate(batches):
+        calibrating = quantile is not None and not isinstance(thr, torch.Tensor)
+        mine = j % world == rank
+        if not (mine or calibrating):
+            continue
         enc = dict(tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length))
         counted = enc["attention_mask"].bool()
         if skip_special:
             counted &= ~torch.isin(enc["input_ids"], special)
         with cap as captures:
-            _forward(model, enc)
+            _forward(model, to_device(enc, dev))
         acts = captures[name]
+        counted = counted.to(acts.device)
         if counters is None:
-            counters = Counters(keywords.names, acts.shape[-1])
-        if quantile is not None and not isinstance(thr, torch.Tensor):
-            held.append((acts, counted, keywords.member(texts)))  # calibration sentences wait for the threshold
-            if sum(a.shape[0] for a, _, _ in held) < calibration:
+            counters = Counters(keywords.names, acts.shape[-1], device=acts.device)
+        if calibrating:
+            held.append((acts, counted, keywords.member(texts), mine))  # calibration sentences wait for the threshold
+            if sum(h[0].shape[0] for h in held) < calibration:
                 continue
             thr = _quantile_threshold(held, quantile)
-            for a, c, m in held:
-                counters.add(a, c, thr, m, sentence_fraction)
+            for a, c, m, own in held:
+                if own:
+                    counters.add(a, c, thr, m, sentence_fraction)
             held = []
             continue
         counters.add(acts, counted, thr, keywords.member(texts), sentence_fraction)
     if held:  # corpus shorter than the calibration sample
         thr = _quantile_threshold(held, quantile)
-        for a, c, m in held:
-            counters.add(a, c, thr, m, sentence_fraction)
-    if counters is None:
+        for a, c, m, own in held:
+            if own:
+                counters.add(a, c, thr, m, sentence_fraction)
+    if world > 1:
+        counters = _reduce(counters, keywords, dev)
+    if counters is None or counters.sentences == 0:
         raise GuidetuneError("--corpus: the corpus is empty")
-    thr_arr = thr.numpy() if isinstance(thr, torch.Tensor) else np.full(counters.n, float(thr))
-    return counters, thr_arr
+    thr_arr = thr.cpu().numpy() if isinstance(thr, torch.Tensor) else np.full(counters.n, float(thr))
+    return counters.cpu(), thr_arr
+
+
+def _reduce(counters: Counters | None, keywords: Keywords, dev) -> Counters | None:
+    """All-reduce across processes; a process that got no batch contributes zeros of the right width."""
+    import torch.distributed as dist
+
+    where = dev if dev.type == "cuda" and "nccl" in str(dist.get_backend()) else torch.device("cpu")
+    n = torch.tensor([counters.n if counters is not None else 0], device=where)
+    dist.all_reduce(n, op=dist.ReduceOp.MAX)
+    if counters is None:
+        counters = Counters(keywords.names, int(n), device=where)
+    elif where.type == "cpu":
+        counters.cpu()
+    return counters.all_reduce()
 
 
 def _quantile_threshold(held, q: float) -> torch.Tensor:
-    vals = torch.cat([a[c] for a, c, _ in held]).double()  # [tokens, n]
+    vals = torch.cat([h[0][h[1]] for h in held]).double()  # [tokens, n]
     return torch.quantile(vals, q, dim=0)
 
 

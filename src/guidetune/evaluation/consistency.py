@@ -86,6 +86,22 @@ def pairs_to_ask(edge_answers: dict[Pair, bool], k: int = 9) -> list[Pair]:
     return sorted(out - set(edge_answers))
 
 
+def multihop_checks(edge_answers: dict[Pair, bool], pair_answers: dict[Pair, bool], k: int = 9) -> np.ndarray:
+    """One bool per check of :func:`multihop_consistency` (True = satisfied; implied-yes checks first),
+    so that the ratio's interval can be had by resampling checks; ``mean()`` is the consistency."""
+    idx, iy, in_ = implied(edge_answers, k)
+    answers = {**pair_answers, **edge_answers}
+    known = {p: a for p, a in answers.items() if p[0] in idx.id and p[1] in idx.id}
+    ay = idx.matrix(p for p, a in known.items() if a)
+    an = idx.matrix(p for p, a in known.items() if not a)
+    answered = _bool(ay + an)
+    out = []
+    for implied_m, said in ((iy, ay), (in_, an)):
+        c = implied_m.multiply(answered).tocoo()
+        out.append(np.asarray(said[c.row, c.col]).ravel() > 0)
+    return np.concatenate(out)
+
+
 def multihop_consistency(edge_answers: dict[Pair, bool], pair_answers: dict[Pair, bool], k: int = 9) -> dict:
     """Consistency of the answers to implied (s, z) questions with the belief graph of ``edge_answers``.
 

@@ -17,13 +17,11 @@ from pathlib import Path
 import torch.nn as nn
 
 from ..config import FinetuneSpec
-from ..layers.names import LayerScheme, base_of, family_of, unwrap
+from ..layers.names import LayerScheme, base_of, family_of, has_table, unwrap
 
 log = logging.getLogger(__name__)
 
 ADAPTER_NAME = "guidetune"
-# Modules between the last block and the head, per family (trained with the head in head/last_layer).
-_POST = {"bert": ("pooler",), "gpt2": ("ln_f",), "llama": ("norm",), "t5": ("decoder.final_layer_norm",)}
 _PEFT_TASK = {"classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "seq2seq_lm": "SEQ_2_SEQ_LM",
               "encoder": "FEATURE_EXTRACTION", "mlm": None}
 
@@ -31,14 +29,15 @@ _PEFT_TASK = {"classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "seq2seq_lm
 def head_modules(model: nn.Module) -> list[nn.Module]:
     """Task-head modules: everything outside the bare transformer, plus the post-block norm/pooler."""
     hf = unwrap(model)
-    fam = family_of(hf.config)
+    # Modules between the last block and the head come from the layer table (none for a type without one).
+    post = family_of(hf.config).post if has_table(hf.config) else ()
     base = base_of(model)
     mods = []
-    if fam.name == "t5":
+    if base is hf:  # T5 heads keep encoder/decoder at the top level
         mods += [m for n, m in hf.named_children() if n in ("lm_head", "classification_head", "qa_outputs")]
     else:
         mods += [m for _, m in hf.named_children() if m is not base]
-    for path in _POST[fam.name]:
+    for path in post:
         with contextlib.suppress(AttributeError):  # e.g. a BERT built without its pooler
             mods.append(base.get_submodule(path))
     return mods
@@ -52,8 +51,7 @@ def _set_trainable(modules: list[nn.Module]) -> None:
 
 def apply_mode(model: nn.Module, spec: FinetuneSpec, head: str) -> nn.Module:
     """Freeze/wrap ``model`` for ``spec.mode``; returns the model to train (maybe a PEFT wrapper)."""
-    fam = family_of(unwrap(model).config)
-    if spec.mode == "full":
+    if spec.mode == "full":  # needs no layer table: any model type trains
         model.requires_grad_(True)
         if spec.freeze_embeddings:
             model.get_input_embeddings().requires_grad_(False)
@@ -64,7 +62,7 @@ def apply_mode(model: nn.Module, spec: FinetuneSpec, head: str) -> nn.Module:
         if spec.mode == "last_layer":
             scheme = LayerScheme.from_model(model)
             stack = "decoder" if "decoder" in scheme.counts else "encoder"
-            blocks = base_of(model).get_submodule(fam.stacks[stack])
+            blocks = base_of(model).get_submodule(scheme.family.stacks[stack])
             mods.append(blocks[len(blocks) - 1])
         _set_trainable(mods)
         out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -79,7 +77,9 @@ def apply_mode(model: nn.Module, spec: FinetuneSpec, head: str) -> nn.Module:
             r=spec.lora_r,
             lora_alpha=spec.lora_alpha,
             lora_dropout=spec.lora_dropout,
-            target_modules=spec.lora_target_modules or list(fam.lora_targets),
+            # without a layer table PEFT's own per-model-type defaults apply (target_modules=None)
+            target_modules=spec.lora_target_modules or (
+                list(family_of(unwrap(model).config).lora_targets) if has_table(unwrap(model).config) else None),
             task_type=task_type,
         )
         return get_peft_model(model, cfg)

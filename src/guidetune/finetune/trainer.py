@@ -10,9 +10,12 @@ gradients, and the logged term values are averaged over processes exactly like t
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -48,6 +51,8 @@ class GuidedTrainer(Trainer):
         self._capture: Capture | None = None
         self._sums: dict[str, torch.Tensor] = {}
         self._counts = 0
+        # Totals over every session of a resumed run (HF's own train_loss and runtime restart at zero).
+        self.loss_base, self.runtime_base, self.started, self._tr_loss = 0.0, 0.0, time.time(), None
 
     def _capture_for(self, model) -> Capture:
         if self._capture is None:
@@ -103,11 +108,24 @@ class GuidedTrainer(Trainer):
     def _maybe_log_save_evaluate(self, *args, **kwargs):
         # After the Trainer's own log/save of this step: the tasks' periodic evaluation. (HF's eval loop
         # needs an eval_dataset of model inputs; our tasks score generation, options or graphs instead.)
+        self._tr_loss = args[0] if args else kwargs.get("tr_loss")  # the loss since the last log, for totals()
         super()._maybe_log_save_evaluate(*args, **kwargs)
         step = self.state.global_step
         if self.eval_every and self.eval_tasks and step % self.eval_every == 0 and step != self._evaluated_at:
             self._evaluated_at = step
             self.evaluate()
+
+    def totals(self) -> dict[str, float]:
+        """Sum of the per-step training losses and seconds so far, over every session of the run."""
+        pending = float(self._tr_loss) if self._tr_loss is not None else 0.0
+        return {"loss_sum": self.loss_base + self._total_loss_scalar + pending,
+                "runtime_s": self.runtime_base + time.time() - self.started}
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        if self.is_world_process_zero() and ckpt.exists():  # before CheckpointMarker marks it complete
+            atomic_json(ckpt / TOTALS, self.totals())
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Each task scores the model its own way; logged as ``eval/<task>/<metric>``."""
@@ -166,6 +184,18 @@ class CheckpointMarker(TrainerCallback):
             dist.barrier()  # every rank's state is on disk before the checkpoint counts as complete
         if state.is_world_process_zero and ckpt.exists():
             atomic_json(ckpt / CHECKPOINT_MARKER, {"step": state.global_step})
+
+
+TOTALS = "guidetune_totals.json"
+
+
+def load_totals(checkpoint) -> tuple[float, float]:
+    """(loss sum, seconds) saved with a checkpoint; (0, 0) for checkpoints written before they were saved."""
+    path = Path(checkpoint) / TOTALS
+    if not path.exists():
+        return 0.0, 0.0
+    t = json.loads(path.read_text())
+    return float(t["loss_sum"]), float(t["runtime_s"])
 
 
 def load_term_states(terms: list[Term], checkpoint, rank: int) -> None:

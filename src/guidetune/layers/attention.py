@@ -1,13 +1,20 @@
-"""Attention probabilities recomputed from captured queries and keys, one small adapter per family.
+"""Attention probabilities for models that do not use transformers' attention interface.
 
-Why recompute: the fast kernels (SDPA, flash) never materialise the [batch, head, query, key]
-probabilities, and asking Hugging Face for ``output_attentions=True`` switches *every* layer to the
-slow eager path. Instead we hook the query/key projections of the requested attention modules only and
-rebuild ``softmax(q k^T * scale + bias)`` for the requested heads, while every layer, including the
-hooked ones, keeps running its own (fast) implementation. The recomputation costs one extra
-[query x key] matmul and softmax per requested head; the test suite checks it equals eager attention
-to 1e-5 for BERT, GPT-2, LLaMA and T5 (self- and cross-attention).
+Models that call their attention through the interface get their probabilities from
+:mod:`guidetune.layers.interface`. The rest get one small adapter each here, picked by the family's
+``attention`` field (:mod:`guidetune.layers.families`):
 
+* ``dropout`` (GPT-J, BLOOM, DeBERTa-v2): the model always forms the probabilities in eager code and
+  passes them through its attention-dropout module; the module's input *is* the probability tensor
+  (DeBERTa's disentangled c2p/p2c terms included), so nothing is recomputed.
+* ``bert`` (BERT-like, ALBERT), ``distilbert``, ``t5``, ``falcon``: the model may run SDPA, which never
+  materialises the probabilities, so we hook the query/key projections of the requested modules only and
+  rebuild ``softmax(q k^T * scale + bias)`` for the requested heads; every layer keeps its own fast
+  implementation. BERT's ``relative_key``/``relative_key_query`` position scores are added; T5's position
+  bias (which holds its mask) is read from the module's output; Falcon's rotary embeddings are applied
+  with Falcon's own function.
+
+``guidetune ls layers MODEL --verify`` and the family tests check every adapter against eager attention.
 Attention dropout is not applied: the probabilities are the pre-dropout ones, which is what a guidance
 target should be compared with.
 """
@@ -25,14 +32,16 @@ Store = Callable[["AttnInputs"], None]
 
 @dataclass
 class AttnInputs:
-    """What is needed to rebuild one attention module's probabilities."""
+    """What is needed to rebuild one attention module's probabilities (or the probabilities themselves)."""
 
-    q: torch.Tensor  # [batch, head, query, dim]
-    k: torch.Tensor  # [batch, head, key, dim]
-    scale: float
+    q: torch.Tensor  # [batch, head, query, dim]; for ``full`` only its shape [batch, head, query, ...] is used
+    k: torch.Tensor | None  # [batch, head, key, dim]
+    scale: float = 1.0
     mask: torch.Tensor | None = None  # additive float [b|1, 1|h, q|1, k] or boolean (True = attend)
-    bias: torch.Tensor | None = None  # additive float bias already containing the mask (T5)
+    bias: torch.Tensor | None = None  # additive float bias added to the scores (T5 bias, BERT relative scores)
     causal: bool = False
+    softcap: float | None = None  # Gemma-2: scores = softcap * tanh(scores / softcap) before the mask
+    full: torch.Tensor | None = None  # probabilities the model formed itself [batch, head, query, key]
 
     @property
     def num_heads(self) -> int:
@@ -40,14 +49,19 @@ class AttnInputs:
 
     def probs(self, heads: list[int] | None = None) -> torch.Tensor:
         """Attention probabilities, float32, [batch, len(heads), query, key]."""
+        if self.full is not None:
+            p = self.full if heads is None else self.full[:, heads]
+            return p.float()
         q, k = self.q, self.k
         if heads is not None:
             q, k = q[:, heads], k[:, heads]
         scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * self.scale
+        if self.softcap:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
         lowest = torch.finfo(scores.dtype).min
         for extra in (self.bias, self.mask if self.mask is not None and not self.mask.dtype == torch.bool else None):
             if extra is not None:
-                if heads is not None and extra.shape[1] > 1:
+                if heads is not None and extra.dim() == 4 and extra.shape[1] > 1:
                     extra = extra[:, heads]
                 scores = scores + extra.float()
         if self.mask is not None and self.mask.dtype == torch.bool:
@@ -66,18 +80,18 @@ def _heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x.view(b, t, n_heads, -1).transpose(1, 2)
 
 
-def _mask_from(args: tuple, kwargs: dict, key: str, pos: int | None) -> torch.Tensor | None:
-    if key in kwargs:
-        return kwargs[key]
-    if pos is not None and len(args) > pos:
-        return args[pos]
+def _arg(state: dict, key: str, pos: int | None):
+    if key in state["kwargs"]:
+        return state["kwargs"][key]
+    if pos is not None and len(state["args"]) > pos:
+        return state["args"][pos]
     return None
 
 
 def _install(module: nn.Module, q_mod: nn.Module, k_mod: nn.Module, finish: Callable, store: Store) -> list:
     """Hooks: q/k projection outputs, the attention module's call arguments, then ``finish`` at its output.
 
-    When ``q_mod is k_mod`` (GPT-2's fused ``c_attn``) the one output is kept under both keys.
+    When ``q_mod is k_mod`` (a fused q|k|v projection) the one output is kept under both keys.
     """
     state: dict = {}
     keys = ("q", "k") if q_mod is k_mod else ("q",)
@@ -100,60 +114,79 @@ def _done(module: nn.Module, state: dict, out, finish: Callable, store: Store) -
 
 
 def _bert(module, state, out) -> AttnInputs:
+    """BERT-like and ALBERT self-attention (absolute, relative_key and relative_key_query positions)."""
     n = module.num_attention_heads
-    return AttnInputs(
-        q=_heads(state["q"], n),
-        k=_heads(state["k"], n),
-        scale=1.0 / math.sqrt(module.attention_head_size),
-        mask=_mask_from(state["args"], state["kwargs"], "attention_mask", 1),
-    )
+    q, k = _heads(state["q"], n), _heads(state["k"], n)
+    bias = None
+    kind = getattr(module, "position_embedding_type", "absolute")
+    if kind in ("relative_key", "relative_key_query"):
+        # BertSelfAttention's relative scores (Shaw et al. 2018, as in transformers' eager code)
+        length = q.shape[2]
+        pos = torch.arange(length, device=q.device)
+        dist = module.distance_embedding(pos[:, None] - pos[None, :] + module.max_position_embeddings - 1)
+        dist = dist.to(q.dtype)
+        bias = torch.einsum("bhld,lrd->bhlr", q, dist)
+        if kind == "relative_key_query":
+            bias = bias + torch.einsum("bhrd,lrd->bhlr", k, dist)
+        if not type(module).__name__.startswith("Albert"):  # BERT scales them with q k^T; ALBERT adds them after
+            bias = bias / math.sqrt(module.attention_head_size)
+    return AttnInputs(q=q, k=k, scale=1.0 / math.sqrt(module.attention_head_size),
+                      mask=_arg(state, "attention_mask", 1), bias=bias)
 
 
-def _gpt2(module, state, out) -> AttnInputs:
-    q, k, _ = state["q"].split(module.split_size, dim=2)  # fused q|k|v projection
-    scale = 1.0 / math.sqrt(module.head_dim) if module.scale_attn_weights else 1.0
-    if module.scale_attn_by_inverse_layer_idx:
-        scale /= float(module.layer_idx + 1)
-    return AttnInputs(
-        q=_heads(q, module.num_heads),
-        k=_heads(k, module.num_heads),
-        scale=scale,
-        mask=state["kwargs"].get("attention_mask"),
-        causal=not module.is_cross_attention,
-    )
-
-
-def _llama(module, state, out) -> AttnInputs:
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
-
-    d = module.head_dim
-    q = _heads(state["q"], state["q"].shape[-1] // d)
-    k = _heads(state["k"], state["k"].shape[-1] // d)
-    cos, sin = state["kwargs"]["position_embeddings"]
-    q, k = apply_rotary_pos_emb(q, k, cos, sin)
-    return AttnInputs(
-        q=q,
-        k=repeat_kv(k, module.num_key_value_groups),
-        scale=module.scaling,
-        mask=state["kwargs"].get("attention_mask"),
-        causal=True,
-    )
+def _distilbert(module, state, out) -> AttnInputs:
+    n = module.n_heads
+    mask = _arg(state, "mask", 3)
+    if mask is not None and mask.dim() == 2:  # eager: [batch, key], 1 = attend
+        mask = (mask != 0)[:, None, None, :]
+    return AttnInputs(q=_heads(state["q"], n), k=_heads(state["k"], n), scale=1.0 / math.sqrt(module.dim // n),
+                      mask=mask)
 
 
 def _t5(module, state, out) -> AttnInputs:
     n = module.n_heads
-    # out[1] is T5's position bias, which already holds the padding (and, in the decoder, causal) mask.
+    # T5's position bias (out[1]) already holds the padding (and, in the decoder, causal) mask.
     return AttnInputs(q=_heads(state["q"], n), k=_heads(state["k"], n), scale=1.0, bias=out[1])
 
 
-def install_attention_hooks(family: str, module: nn.Module, store: Store) -> list:
-    """Register the hooks that rebuild ``module``'s attention; returns the hook handles."""
-    if family == "bert":
+def _falcon(module, state, out) -> AttnInputs:
+    from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
+
+    q, k, _ = module._split_heads(state["q"])  # [batch, seq, heads, dim]
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    cos, sin = _arg(state, "position_embeddings", None)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    if k.shape[1] != q.shape[1]:
+        k = k.expand(-1, q.shape[1], -1, -1) if k.shape[1] == 1 else k.repeat_interleave(q.shape[1] // k.shape[1], 1)
+    mask = _arg(state, "attention_mask", 2)
+    causal = mask is None and q.shape[2] > 1
+    if mask is not None:
+        mask = mask[:, :, :, : k.shape[-2]]
+    return AttnInputs(q=q, k=k, scale=1.0 / math.sqrt(module.head_dim), mask=mask, causal=causal)
+
+
+def _dropout(module: nn.Module, store: Store) -> list:
+    """The input of the attention-dropout module is the probability tensor [batch, head, query, key]."""
+
+    def grab(m, args):
+        p = args[0]
+        store(AttnInputs(q=p, k=None, full=p))
+
+    return [module.register_forward_pre_hook(grab)]
+
+
+def install_attention_hooks(source: str, module: nn.Module, store: Store) -> list:
+    """Register the hooks that rebuild ``module``'s attention; returns the hook handles.
+
+    ``source`` is the family's ``attention`` field (or, for backward compatibility, a family name)."""
+    if source == "bert":
         return _install(module, module.query, module.key, _bert, store)
-    if family == "gpt2":
-        return _install(module, module.c_attn, module.c_attn, _gpt2, store)
-    if family == "llama":
-        return _install(module, module.q_proj, module.k_proj, _llama, store)
-    if family == "t5":
+    if source == "distilbert":
+        return _install(module, module.q_lin, module.k_lin, _distilbert, store)
+    if source == "t5":
         return _install(module, module.q, module.k, _t5, store)
-    raise KeyError(family)
+    if source == "falcon":
+        return _install(module, module.query_key_value, module.query_key_value, _falcon, store)
+    if source == "dropout":
+        return _dropout(module, store)
+    raise KeyError(source)

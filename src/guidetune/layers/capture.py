@@ -10,8 +10,10 @@ Only the requested names get hooks; every hook is removed on exit, also when the
 Tensors keep their autograd graph (so a loss on them trains the model) unless ``detach=True``
 (analysis). Costs: an ``out``/``ffn.*`` capture only keeps a reference to a tensor the forward computes
 anyway; an ``attn.probs`` capture adds one [query x key] matmul + softmax per requested head, computed
-lazily on first access from the captured queries and keys, while the model itself keeps its fast
-attention implementation (SDPA) in every layer (see :mod:`guidetune.layers.attention`). With nothing
+lazily on first access from the queries and keys, while the model itself keeps its fast attention
+implementation (SDPA) in every layer. Models that call attention through transformers' attention
+interface are switched to guidetune's registered wrapper while inside the ``with`` block and restored
+after (:mod:`guidetune.layers.interface`); the others use the adapters of :mod:`guidetune.layers.attention`. With nothing
 requested no hook is registered at all. If a hooked module runs twice inside one ``with`` block
 (e.g. ``generate``), the last call wins. Gradient checkpointing re-runs blocks in the backward pass and
 is not supported together with capture-based losses.
@@ -24,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .attention import AttnInputs, install_attention_hooks
+from .interface import switched
 from .names import Resolved, resolve, unwrap
 
 
@@ -97,32 +100,58 @@ class Capture:
         self.resolved = resolve(model, names) if names else []
         self.detach = detach
         self._handles: list = []
+        self._interface: dict[nn.Module, object] = {}  # attention modules captured through the interface
+        self._switch = None
+        self._calls: dict[str, int] = {}  # shared layers: calls of each hooked module in this forward
+        self._batch: int | None = None  # batch size of the current forward (for ``flat`` sites)
         self.captures = Captures(self.resolved)
 
     @property
     def names(self) -> list[str]:
         return [r.name for r in self.resolved]
 
-    def _keep(self, t: torch.Tensor) -> torch.Tensor:
-        return t.detach() if self.detach else t
+    def _keep(self, t: torch.Tensor, r: Resolved | None = None) -> torch.Tensor:
+        t = t.detach() if self.detach else t
+        if r is not None and r.flat and t.dim() == 2 and self._batch:
+            t = t.view(self._batch, -1, t.shape[-1])
+        return t.clone() if r is not None and r.copy else t
+
+    def _gated(self, r: Resolved, fn):
+        """For shared layers (ALBERT), run ``fn`` only on the ``r.call``-th call of the module in a forward."""
+        if r.call is None:
+            return fn
+        calls = self._calls
+
+        def gated(*args):
+            n = calls.get(r.name, 0)
+            calls[r.name] = n + 1
+            if n == r.call:
+                fn(*args)
+
+        return gated
 
     def _hook(self, r: Resolved) -> list:
         acts, attn = self.captures._acts, self.captures._attn
         if r.hook == "output":
-            return [r.module.register_forward_hook(
-                lambda m, a, o: acts.__setitem__(r.name, self._keep(o[0] if isinstance(o, tuple) else o))
-            )]
+            return [r.module.register_forward_hook(self._gated(
+                r, lambda m, a, o: acts.__setitem__(r.name, self._keep(o[0] if isinstance(o, tuple) else o, r))
+            ))]
         if r.hook == "input":
-            return [r.module.register_forward_pre_hook(lambda m, a: acts.__setitem__(r.name, self._keep(a[0])))]
+            return [r.module.register_forward_pre_hook(
+                self._gated(r, lambda m, a: acts.__setitem__(r.name, self._keep(a[0], r))))]
 
         def store(inp: AttnInputs) -> None:
             if self.detach:
-                inp.q, inp.k = inp.q.detach(), inp.k.detach()
+                inp.q = inp.q.detach()
+                inp.k = inp.k.detach() if inp.k is not None else None
+                inp.full = inp.full.detach() if inp.full is not None else None
             attn[r.name] = inp
             self.captures._probs.pop(r.name, None)
 
-        return install_attention_hooks(r.family.name, r.module, store)
-
+        if r.family.attention == "interface":
+            self._interface[r.module] = self._gated(r, store)
+            return []
+        return install_attention_hooks(r.family.attention, r.module, self._gated(r, store))
     def __enter__(self) -> Captures:
         self.captures = Captures(self.resolved)
         if not self.resolved:
@@ -131,12 +160,18 @@ class Capture:
         keys = ("attention_mask", "decoder_attention_mask", "labels")
 
         def grab(m, args, kwargs):
+            self._calls.clear()
+            first = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
+            self._batch = first.shape[0] if isinstance(first, torch.Tensor) else None
             inputs.update({k: kwargs[k] for k in keys if isinstance(kwargs.get(k), torch.Tensor)})
 
         try:
             self._handles.append(unwrap(self.model).register_forward_pre_hook(grab, with_kwargs=True))
             for r in self.resolved:
                 self._handles += self._hook(r)
+            if self._interface:  # route attention through guidetune's registered function while inside
+                self._switch = switched(unwrap(self.model), self._interface)
+                self._switch.__enter__()
         except BaseException:
             self._remove()
             raise
@@ -146,6 +181,10 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._switch is not None:
+            switch, self._switch = self._switch, None
+            switch.__exit__(None, None, None)
+        self._interface = {}
 
     def __exit__(self, *exc) -> None:
         self._remove()

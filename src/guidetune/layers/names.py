@@ -11,7 +11,7 @@ A canonical name is ``{stack}.layers.{i}.{site}``:
   ``out``              the block's output hidden states                            [batch, seq, hidden]
   ``attn.out``         self-attention output projection, before dropout/residual   [batch, seq, hidden]
   ``attn.probs``       self-attention probabilities                                [batch, head, query, key]
-  ``cross_attn.probs`` T5 decoder cross-attention probabilities                    [batch, head, query, key]
+  ``cross_attn.probs`` decoder cross-attention probabilities (T5, BART)            [batch, head, query, key]
   ``ffn.act``          FFN intermediate after the activation: the "neurons"        [batch, seq, ffn]
   ``ffn.out``          FFN output projection, before dropout/residual              [batch, seq, hidden]
   ===================  ==========================================================  ========================
@@ -26,6 +26,10 @@ stack-less ``first``/``middle``/``final`` for the stack that feeds the head (the
 has one, else the encoder); a name without a site means ``.out`` (``encoder.final`` == ``encoder.layers.5.out`` on MiniLM). Globs
 (``encoder.layers.*.ffn.act``, ``**.attn.probs``) expand over the canonical names.
 
+Which model types have a table, and the per-family details (mixture-of-experts sites, ALBERT's shared
+layers, where ``attn.probs`` comes from) live in :mod:`guidetune.layers.families`. A model type without a
+table trains normally; only asking for a layer name fails, naming the supported types.
+
 Names are resolved against the model at hand, after unwrapping PEFT, DDP and AdapterHub wrappers, so
 the same name addresses the same tensor after LoRA or bottleneck-adapter wrapping.
 """
@@ -33,83 +37,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch.nn as nn
 
 from ..errors import GuidetuneError, did_you_mean
+from .families import FAMILIES, Family, HookKind, Site, family_for_type, supported_types
 
-HookKind = Literal["output", "input", "attention"]
-
-
-@dataclass(frozen=True)
-class Site:
-    path: str  # module path relative to the block; "" is the block itself
-    hook: HookKind  # output of the module, first input of the module, or attention recompute
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    model_types: tuple[str, ...]
-    stacks: dict[str, str]  # canonical stack -> path of the block list, relative to the base model
-    sites: dict[str, dict[str, Site]]  # stack -> site -> Site
-    count_keys: dict[str, tuple[str, ...]]  # stack -> config attributes holding the layer count
-    encoder_decoder: bool = False
-    lora_targets: tuple[str, ...] = field(default=())  # attention projections LoRA adapts by default
-
-
-def _ffn(path: str, attn: str, attn_out: str) -> dict[str, Site]:
-    return {
-        "out": Site("", "output"),
-        "attn.out": Site(attn_out, "output"),
-        "attn.probs": Site(attn, "attention"),
-        "ffn.act": Site(path, "input"),
-        "ffn.out": Site(path, "output"),
-    }
-
-
-FAMILIES: tuple[Family, ...] = (
-    Family(
-        "bert",
-        ("bert", "roberta", "xlm-roberta", "camembert", "electra"),
-        stacks={"encoder": "encoder.layer"},
-        sites={"encoder": _ffn("output.dense", "attention.self", "attention.output.dense")},
-        count_keys={"encoder": ("num_hidden_layers",)},
-        lora_targets=("query", "value"),
-    ),
-    Family(
-        "gpt2",
-        ("gpt2",),
-        stacks={"decoder": "h"},
-        sites={"decoder": _ffn("mlp.c_proj", "attn", "attn.c_proj")},
-        count_keys={"decoder": ("n_layer",)},
-        lora_targets=("c_attn",),
-    ),
-    Family(
-        "llama",
-        ("llama", "mistral", "qwen2"),
-        stacks={"decoder": "layers"},
-        sites={"decoder": _ffn("mlp.down_proj", "self_attn", "self_attn.o_proj")},
-        count_keys={"decoder": ("num_hidden_layers",)},
-        lora_targets=("q_proj", "v_proj"),
-    ),
-    Family(
-        "t5",
-        ("t5", "mt5"),
-        stacks={"encoder": "encoder.block", "decoder": "decoder.block"},
-        sites={
-            "encoder": _ffn("layer.1.DenseReluDense.wo", "layer.0.SelfAttention", "layer.0.SelfAttention.o"),
-            "decoder": {
-                **_ffn("layer.2.DenseReluDense.wo", "layer.0.SelfAttention", "layer.0.SelfAttention.o"),
-                "cross_attn.probs": Site("layer.1.EncDecAttention", "attention"),
-            },
-        },
-        count_keys={"encoder": ("num_layers",), "decoder": ("num_decoder_layers", "num_layers")},
-        encoder_decoder=True,
-        lora_targets=("q", "v"),
-    ),
-)
+__all__ = ["FAMILIES", "Family", "HookKind", "LayerScheme", "Resolved", "Site", "base_of", "family_of",
+           "has_table", "module_paths", "num_heads", "resolve", "unwrap"]
 
 ALIASES = ("first", "middle", "final")
 _NAME = re.compile(r"^(?P<stack>encoder|decoder)\.layers\.(?P<idx>\d+)(?:\.(?P<site>.+))?$")
@@ -134,13 +70,20 @@ def _glob(pattern: str) -> "re.Pattern[str]":
 def family_of(config: Any) -> Family:
     """The layer-name table for a model config (``config.model_type``)."""
     model_type = getattr(config, "model_type", None)
-    for fam in FAMILIES:
-        if model_type in fam.model_types:
-            return fam
-    supported = [t for f in FAMILIES for t in f.model_types]
-    raise GuidetuneError(
-        f"model type '{model_type}' has no canonical layer table.{did_you_mean(str(model_type), supported)}"
-    )
+    try:
+        return family_for_type(model_type)
+    except KeyError:
+        supported = supported_types()
+        raise GuidetuneError(
+            f"model type '{model_type}' has no canonical layer table, so layer names (regularizers, capture, "
+            f"analyses, Fisher groups) cannot be used with it; plain fine-tuning needs none."
+            f"{did_you_mean(str(model_type), supported).split(' Available')[0]} Supported: {', '.join(supported)}"
+        ) from None
+
+
+def has_table(config: Any) -> bool:
+    """True when ``config.model_type`` has a layer table."""
+    return getattr(config, "model_type", None) in supported_types()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -158,20 +101,47 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def base_of(model: nn.Module) -> nn.Module:
-    """The bare transformer (BertModel, GPT2Model, ...) inside a task-head model."""
+    """The bare transformer (BertModel, GPT2Model, ...) inside a task-head model (any model type)."""
     hf = unwrap(model)
-    fam = family_of(hf.config)
-    if fam.name == "t5":  # T5 heads keep encoder/decoder at the top level
+    if getattr(hf.config, "model_type", None) in ("t5", "mt5"):  # T5 heads keep encoder/decoder at the top level
         return hf
     return getattr(hf, "base_model", hf)
 
 
+def num_heads(config: Any, stack: str | None = None) -> int | None:
+    """Attention heads per layer of ``stack`` (the head stack if None); None when the config does not say."""
+    fam = family_of(config)
+    stack = stack or ("decoder" if "decoder" in fam.heads else "encoder")
+    for key in fam.heads.get(stack, ()):
+        n = getattr(config, key, None)
+        if n:
+            return int(n)
+    return None
+
+
+def _unavailable(fam: Family, config: Any) -> dict[str, str]:
+    """site -> why it cannot be captured on this configuration (one clause)."""
+    out = {}
+    if fam.name == "falcon" and getattr(config, "alibi", False):
+        out["attn.probs"] = "Falcon with alibi=true runs an ALiBi bias inside SDPA that guidetune does not rebuild"
+    impl = str(getattr(config, "_attn_implementation", None) or "")
+    if fam.attention in ("dropout", "bert", "distilbert", "falcon") and impl.startswith("flash"):
+        out["attn.probs"] = (f"{fam.name} under {impl} never forms the probabilities; load it with "
+                             "attn_implementation sdpa or eager")
+    if fam.attention == "dropout" and impl == "sdpa" and fam.name == "gptj":
+        out["attn.probs"] = "gptj under sdpa never forms the probabilities; load it with attn_implementation eager"
+    return out
+
+
 @dataclass(frozen=True)
 class LayerScheme:
-    """Canonical names for one model: its family and layer counts."""
+    """Canonical names for one model: its family, layer counts (and expert count for MoE)."""
 
     family: Family
     counts: dict[str, int]
+    experts: int = 0
+    unavailable: dict[str, str] = field(default_factory=dict)  # site -> reason it cannot be captured here
+    model_type: str = ""
 
     @classmethod
     def from_config(cls, config: Any) -> "LayerScheme":
@@ -186,12 +156,19 @@ class LayerScheme:
                 if n is not None:
                     counts[stack] = int(n)
                     break
-        return cls(fam, counts)
+        return cls._with(fam, counts, config)
+
+    @classmethod
+    def _with(cls, fam: Family, counts: dict[str, int], config: Any) -> "LayerScheme":
+        experts = int(getattr(config, fam.experts_key, 0) or 0) if fam.experts_key else 0
+        return cls(fam, counts, experts, _unavailable(fam, config), str(getattr(config, "model_type", "")))
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "LayerScheme":
         hf = unwrap(model)
         fam = family_of(hf.config)
+        if fam.shared_layers:
+            return cls.from_config(hf.config)
         base = base_of(model)
         counts = {}
         for stack, path in fam.stacks.items():
@@ -199,15 +176,32 @@ class LayerScheme:
                 counts[stack] = len(base.get_submodule(path))
             except AttributeError:
                 continue  # e.g. T5EncoderModel has no decoder
-        return cls(fam, counts)
+        return cls._with(fam, counts, hf.config)
+
+    def sites(self, stack: str) -> list[str]:
+        """The site names of one block of ``stack`` (expert sites expanded), minus unavailable ones."""
+        out = []
+        for site in self.family.sites[stack]:
+            if site in self.unavailable:
+                continue
+            out += [site.format(e=e) for e in range(self.experts)] if "{e}" in site else [site]
+        return out
 
     def names(self) -> list[str]:
         """Every canonical name, in model order."""
         out = []
         for stack, n in self.counts.items():
+            sites = self.sites(stack)
             for i in range(n):
-                out += [f"{stack}.layers.{i}.{site}" for site in self.family.sites[stack]]
+                out += [f"{stack}.layers.{i}.{site}" for site in sites]
         return out
+
+    def site_spec(self, stack: str, site: str) -> tuple[Site, int | None]:
+        """The table entry of a (possibly expert-indexed) site, and the expert index."""
+        m = re.fullmatch(r"(.*)\.experts\.(\d+)\.(.*)", site)
+        if m and self.experts:
+            return self.family.sites[stack][f"{m.group(1)}.experts.{{e}}.{m.group(3)}"], int(m.group(2))
+        return self.family.sites[stack][site], None
 
     def alias_index(self, stack: str, alias: str) -> int:
         n = self.counts[stack]
@@ -216,7 +210,7 @@ class LayerScheme:
     def summary(self) -> str:
         parts = []
         for stack, n in self.counts.items():
-            sites = ", ".join(self.family.sites[stack])
+            sites = ", ".join(s for s in self.family.sites[stack] if s not in self.unavailable)
             parts.append(
                 f"{stack}.layers.{{0..{n - 1}}}.{{{sites}}}; aliases {stack}.first/middle/final"
                 f" (= layers 0/{n // 2}/{n - 1}); globs such as {stack}.layers.*.ffn.act"
@@ -262,6 +256,11 @@ class LayerScheme:
                     )
             elif name in known_set:
                 hits = [name]
+            elif (m := _NAME.match(name)) and m.group("site") in self.unavailable:
+                site = m.group("site")
+                available = ", ".join(s for s in self.family.sites[m.group("stack")] if s not in self.unavailable)
+                raise GuidetuneError(f"{site} is not available for {self.model_type or self.family.name}: "
+                                     f"{self.unavailable[site]}. Available sites: {available}")
             else:
                 hint = did_you_mean(name, known).split(" Available")[0]
                 raise GuidetuneError(
@@ -288,6 +287,26 @@ class Resolved:
     module: nn.Module
     hook: HookKind
     family: Family
+    call: int | None = None  # shared layers (ALBERT): which call of ``module`` in one forward is this layer
+    expert: int | None = None  # MoE sites: the expert index
+    copy: bool = False  # keep a copy: the model changes the tensor in place later
+    flat: bool = False  # the module runs on [batch * seq, dim]; captures view it as [batch, seq, dim]
+
+
+def _block(base: nn.Module, scheme: LayerScheme, stack: str, idx: int) -> tuple[nn.Module, int | None]:
+    """The module of block ``idx`` and, for shared layers, which call of it that block is."""
+    blocks = base.get_submodule(scheme.family.stacks[stack])
+    if not scheme.family.shared_layers:
+        return blocks[idx], None
+    # ALBERT: layer i runs group int(i / (n / groups)), whose one inner layer is called once per layer of the group
+    n, groups = scheme.counts[stack], len(blocks)
+    group = int(idx / (n / groups))
+    inner = blocks[group].albert_layers
+    if len(inner) != 1:
+        raise GuidetuneError(f"albert with inner_group_num={len(inner)} has no per-layer table; "
+                             "layer names need inner_group_num 1")
+    first = min(i for i in range(n) if int(i / (n / groups)) == group)
+    return inner[0], idx - first
 
 
 def resolve(model: nn.Module, names: list[str] | str) -> list[Resolved]:
@@ -297,10 +316,12 @@ def resolve(model: nn.Module, names: list[str] | str) -> list[Resolved]:
     out = []
     for name in scheme.expand(names):
         stack, idx, site = scheme.parse(name)
-        block = base.get_submodule(scheme.family.stacks[stack])[idx]
-        spec = scheme.family.sites[stack][site]
-        module = block.get_submodule(spec.path) if spec.path else block
-        out.append(Resolved(name, stack, idx, site, module, spec.hook, scheme.family))
+        block, call = _block(base, scheme, stack, idx)
+        spec, expert = scheme.site_spec(stack, site)
+        path = spec.path.format(e=expert) if expert is not None else spec.path
+        module = block.get_submodule(path) if path else block
+        out.append(Resolved(name, stack, idx, site, module, spec.hook, scheme.family, call, expert, spec.copy,
+                            spec.flat))
     return out
 
 

@@ -10,20 +10,18 @@ A task is a dataclass of its parameters, registered by name, that
 """
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .. import records
 from ..errors import GuidetuneError
 from ..registry import Registry
 
 TASKS: Registry[type] = Registry("task")
-PACKAGE_PREFIX = "guidetune:"
+PACKAGE_PREFIX = records.PACKAGE_PREFIX
 
 
 @runtime_checkable
@@ -43,49 +41,21 @@ class Task(Protocol):
 
 def data_path(path: str, field_name: str) -> Path:
     """A data file path; ``guidetune:demo/x.jsonl`` points into the package's own data directory."""
-    if path.startswith(PACKAGE_PREFIX):
-        p = Path(str(resources.files("guidetune") / "data" / path[len(PACKAGE_PREFIX):]))
-    else:
-        p = Path(path).expanduser()
-    if not p.exists():
-        raise GuidetuneError(f"{field_name}: file not found '{path}'")
-    return p
+    return records.resolve(path, field_name)
 
 
-def read_records(path: Path, delimiter: str | None = None) -> list[tuple[int, dict]]:
-    """(line number, record) pairs from JSONL, CSV or TSV (by extension unless ``delimiter`` given)."""
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8-sig")  # tolerate a UTF-8 BOM
-    if suffix in (".jsonl", ".json") and delimiter is None:
-        out = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise GuidetuneError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise GuidetuneError(f"{path}:{i}: expected a JSON object per line, got {type(rec).__name__}")
-            out.append((i, rec))
-        return out
-    if delimiter is None:
-        delimiter = "\t" if suffix == ".tsv" else ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
-    out = []
-    for rec in reader:
-        if None in rec:  # more cells than header columns
-            raise GuidetuneError(f"{path}:{reader.line_num}: {len(reader.fieldnames) + len(rec[None])} columns, "
-                                 f"the header has {len(reader.fieldnames)}")
-        out.append((reader.line_num, rec))
-    return out
+def read_records(path: Path, delimiter: str | None = None, encoding: str = "utf-8") -> list[tuple[int, dict]]:
+    """(line number, record) pairs of a CSV/TSV/JSONL/JSON file (see :mod:`guidetune.records`)."""
+    return [(r.line, r.values) for r in records.read_table(path, str(path), encoding, delimiter)]
 
 
 def need(rec: dict, key: str, path: Path, line: int) -> Any:
-    """``rec[key]``, or a one-line error naming the file, line and the missing column."""
-    if key not in rec or rec[key] is None:
+    """``rec[key]``, or a one-line error naming the file, line and the missing or null field."""
+    if key not in rec:
         cols = ", ".join(k for k in rec if k is not None)
-        raise GuidetuneError(f"{path}:{line}: missing column '{key}' (columns here: {cols})")
+        raise GuidetuneError(f"{path}:{line}: missing field '{key}' (fields here: {cols})")
+    if rec[key] is None:
+        raise GuidetuneError(f"{path}:{line}: field '{key}' is null")
     return rec[key]
 
 

@@ -10,8 +10,11 @@ from ..errors import GuidetuneError
 from ..evaluation.metrics import classification_metrics, mcc, regression_metrics
 from ..spec import check, finish
 from . import glue
+from .. import records
 from .glue import LAYOUTS
-from .base import TASKS, data_path, eos_index, need, pad_batch, predict, read_records
+from .base import TASKS, eos_index, pad_batch, predict
+
+FIELDS = ("text", "text_pair", "label")
 
 
 @TASKS.register("classification")
@@ -19,7 +22,8 @@ from .base import TASKS, data_path, eos_index, need, pad_batch, predict, read_re
 class Classification:
     """Text (or text pair) -> label or score, from CSV/JSONL/TSV files or a GLUE directory.
 
-    Labels may be strings (mapped to ids in sorted order) or ints. Metrics (scikit-learn / scipy):
+    Files are read by :mod:`guidetune.records` (``fields``, ``label_map``, ``encoding``). Labels may be
+    strings (mapped to ids in sorted order, or by ``label_map``) or ints. Metrics (scikit-learn / scipy):
     accuracy and macro-F1; for two classes also F1 of the positive class (``positive_label``, default
     the second label in sorted order); Matthews correlation for CoLA; Pearson and Spearman for
     regression (``regression: true`` or STS-B). ``glue_task`` + ``glue_dir`` read the standard GLUE
@@ -38,6 +42,11 @@ class Classification:
     glue_task: Literal["rte", "mrpc", "cola", "stsb", "sst2", "qnli", "qqp"] | None = field(
         default=None, metadata={"help": "read a GLUE directory in this task's layout"})
     glue_dir: str | None = field(default=None, metadata={"help": "directory with train.tsv and dev.tsv"})
+    fields: dict[str, str] | None = field(default=None, metadata={
+        "help": "task field -> file field, e.g. {text: premise, text_pair: hypothesis, label: gold}"})
+    label_map: dict[str, int] | None = field(default=None, metadata={
+        "help": "string label -> class id, e.g. {entailment: 0, not_entailment: 1}"})
+    encoding: str = field(default="utf-8", metadata={"help": "text encoding of the files (e.g. cp1252)"})
 
     head = "classification"
 
@@ -46,6 +55,12 @@ class Classification:
         check(e, self.max_length > 1, f"max_length: must be > 1, got {self.max_length}")
         check(e, self.limit >= 0, f"limit: must be >= 0, got {self.limit}")
         check(e, (self.glue_task is None) == (self.glue_dir is None), "glue_dir: give glue_task and glue_dir together")
+        records.check_mapping(self.fields, FIELDS, e)
+        if self.label_map is not None:
+            ids = list(self.label_map.values())
+            check(e, all(isinstance(v, int) and not isinstance(v, bool) for v in ids)
+                  and sorted(set(ids)) == list(range(len(set(ids)))),
+                  f"label_map: values must be the class ids 0..N-1, got {sorted(set(map(str, ids)))}")
         finish(e)
         if self.glue_task:
             self.regression = self.regression or LAYOUTS[self.glue_task].regression
@@ -55,19 +70,36 @@ class Classification:
         self.tokenizer = None
 
     def _read(self, split: str) -> list[tuple[str, str | None, str]]:
-        if split not in self._rows and self.glue_task:
-            rows = glue.read(glue.split_file(self.glue_dir, self.glue_task, split), LAYOUTS[self.glue_task])
-            self._rows[split] = rows[: self.limit] if self.limit else rows
         if split not in self._rows:
-            name = {"train": self.train, "eval": self.eval}[split]
-            path = data_path(name, f"task.{split}")
+            if self.glue_task:
+                layout = LAYOUTS[self.glue_task]
+                table = glue.read(glue.split_file(self.glue_dir, self.glue_task, split), layout, self.encoding)
+                wanted = glue.columns(table, layout)
+            else:
+                path = {"train": self.train, "eval": self.eval}[split]
+                table = records.read_table(path, f"task.{split}", self.encoding)
+                wanted = {"text": self.text_field, "label": self.label_field}
+                if self.text_pair_field or (self.fields and "text_pair" in self.fields):
+                    wanted["text_pair"] = self.text_pair_field or ""
+            fm = records.FieldMap(table, wanted, self.fields, label_map=self.label_map)
+            names, glue_file = self._label_names(), bool(self.glue_task)
             rows = []
-            for line, rec in read_records(path):
-                text = need(rec, self.text_field, path, line)
-                pair = need(rec, self.text_pair_field, path, line) if self.text_pair_field else None
-                rows.append((str(text), None if pair is None else str(pair), str(need(rec, self.label_field, path, line))))
+            for rec in table:
+                text = fm.text(rec, "text", allow_empty=glue_file)  # GLUE's QQP has a few empty questions
+                pair = fm.text(rec, "text_pair", allow_empty=glue_file) if fm.has("text_pair") else None
+                label = fm.label(rec, "label")
+                rows.append((text, pair, names[label] if names else str(label).strip()))
             self._rows[split] = rows[: self.limit] if self.limit else rows
         return self._rows[split]
+
+    def _label_names(self) -> list[str] | None:
+        """Class names by id under ``label_map`` (the first label mapped to each id), else None."""
+        if not self.label_map or self.regression:
+            return None
+        names: dict[int, str] = {}
+        for k, v in self.label_map.items():
+            names.setdefault(v, str(k))
+        return [names[i] for i in range(len(names))]
 
     @property
     def problem_type(self) -> str | None:
@@ -76,6 +108,8 @@ class Classification:
     def _label_list(self) -> list[str]:
         if self.regression:
             return ["score"]
+        if self._label_names():
+            return self._label_names()
         labels = sorted({r[2] for r in self._read("train")})
         if all(lab.lstrip("-").isdigit() for lab in labels):
             labels = sorted(labels, key=int)

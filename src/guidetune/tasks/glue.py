@@ -1,13 +1,15 @@
 """The standard GLUE TSV layouts (as distributed by the GLUE benchmark) for the ``classification`` task.
 
-GLUE TSVs are read without quote processing (sentences contain bare quotes); a UTF-8 BOM (MRPC) is
-dropped; a row with the wrong number of columns is an error naming the file and line.
+GLUE TSVs are read by :mod:`guidetune.records` without quote processing (sentences contain bare
+quotes); a UTF-8 BOM (MRPC) is dropped; a row with the wrong number of columns is an error naming the
+file and line; ``encoding``, ``fields`` and ``label_map`` of the task apply as to any file.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import records
 from ..errors import GuidetuneError
 
 
@@ -45,26 +47,20 @@ def split_file(directory: str, task: str, split: str) -> Path:
                          f"(a GLUE {task.upper()} directory holds train.tsv and dev.tsv)")
 
 
-def read(path: Path, layout: Layout) -> list[tuple[str, str | None, str]]:
-    """(text, pair, label) rows of a GLUE TSV."""
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    header = lines[0].split("\t") if layout.header else None
-    width = layout.columns or len(header)
+def read(path: Path, layout: Layout, encoding: str = "utf-8") -> records.Table:
+    """The records of a GLUE TSV (no quote processing; CoLA's columns are named 0, 1, 2, 3)."""
+    table = records.read_table(path, str(path), encoding, delimiter="\t", quoting="none", header=layout.header)
+    if layout.columns and len(table.fields) != layout.columns:
+        raise GuidetuneError(f"{path}:1: {len(table.fields)} columns, a GLUE file of this task has {layout.columns}")
+    return table
 
-    def col(cells, key):
-        return cells[header.index(key)] if isinstance(key, str) else cells[key]
 
-    if header is not None:
-        missing = [k for k in (layout.text, layout.pair, layout.label) if isinstance(k, str) and k not in header]
-        if missing:
-            raise GuidetuneError(f"{path}:1: header has no column '{missing[0]}' (columns: {', '.join(header)})")
-    rows = []
-    for i, line in enumerate(lines[1 if layout.header else 0:], start=2 if layout.header else 1):
-        if not line.strip():
-            continue
-        cells = line.split("\t")
-        if len(cells) != width:
-            raise GuidetuneError(f"{path}:{i}: {len(cells)} columns, expected {width}")
-        rows.append((col(cells, layout.text), col(cells, layout.pair) if layout.pair is not None else None,
-                     col(cells, layout.label)))
-    return rows
+def columns(table: records.Table, layout: Layout) -> dict[str, str]:
+    """The layout's text / text_pair / label columns as field names of ``table``."""
+    def name(key):
+        return table.fields[key] if isinstance(key, int) else key
+
+    out = {"text": name(layout.text), "label": name(layout.label)}
+    if layout.pair is not None:
+        out["text_pair"] = name(layout.pair)
+    return out

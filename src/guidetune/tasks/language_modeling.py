@@ -1,6 +1,11 @@
-"""``causal_lm``: language modelling on a plain-text file (e.g. the web-text subset the seed fine-tunes on)."""
+"""``causal_lm``: language modelling on a plain-text file (e.g. the web-text subset the seed fine-tunes on).
+
+A ``.txt`` file is read line by line; a CSV/TSV/JSONL/JSON file through :mod:`guidetune.records`
+(its ``text_field``). ``encoding`` applies to both.
+"""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -8,7 +13,21 @@ import torch
 
 from ..errors import GuidetuneError
 from ..spec import check, finish
-from .base import TASKS, data_path, pad_batch
+from .. import records
+from .base import TASKS, pad_batch
+
+
+def texts(path: str, what: str, text_field: str = "text", encoding: str = "utf-8"):
+    """Lines of a plain-text file, or the ``text_field`` of each record of a CSV/TSV/JSONL/JSON file."""
+    p = records.require_file(path, what)
+    if p.suffix.lower() in (*records.DELIMITED, *records.JSON_LINES, ".json"):
+        table = records.read_table(p, what, encoding)
+        fm = records.FieldMap(table, {"text": text_field})
+        for rec in table:
+            yield fm.text(rec, "text", allow_empty=True)
+    else:
+        for _, line in records.read_lines(p, what, encoding):
+            yield line
 
 
 @TASKS.register("causal_lm")
@@ -20,6 +39,8 @@ class CausalLM:
     eval: str | None = field(default=None, metadata={"help": "plain-text evaluation file (default: none)"})
     block_size: int = field(default=128, metadata={"help": "tokens per training example"})
     limit_blocks: int = field(default=0, metadata={"help": "use only the first N blocks (0: all)"})
+    text_field: str = field(default="text", metadata={"help": "field holding the text in CSV/TSV/JSONL/JSON files"})
+    encoding: str = field(default="utf-8", metadata={"help": "text encoding of the files (e.g. cp1252)"})
 
     head = "causal_lm"
 
@@ -38,15 +59,25 @@ class CausalLM:
         self.tokenizer = tokenizer
         self._blocks = {}
 
+    def bind_model(self, model) -> None:
+        """A block never longer than the model's positions (clamped, with a warning)."""
+        from ..evaluation.scoring import max_positions
+
+        n = max_positions(model)
+        if n and self.block_size > n:
+            logging.getLogger(__name__).warning("causal_lm: block_size %d > the model's %d positions; using %d",
+                                                self.block_size, n, n)
+            self.block_size = n
+            self._blocks = {}
+
     def dataset(self, split: str) -> list[dict]:
         if split not in self._blocks:
             path = self.train if split == "train" else self.eval
             if not path:
                 raise GuidetuneError(f"task.{split}: no {split} file given")
-            text = data_path(path, f"task.{split}").read_text(encoding="utf-8")
             sep = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
             ids: list[int] = []
-            for line in text.splitlines():
+            for line in texts(path, f"task.{split}", self.text_field, self.encoding):
                 if line.strip():
                     ids += self.tokenizer(line, add_special_tokens=False)["input_ids"] + sep
             n = self.block_size
