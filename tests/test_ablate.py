@@ -155,3 +155,19 @@ def test_cli_ablate_on_a_corpus_writes_the_table(tmp_path, capsys):
     assert main(["analyze", "ablate", str(model_dir), "--units", "encoder.layers.9.ffn.act:0", "--device", "cpu",
                  "--out", str(out)]) == 2
     assert "unknown layer name 'encoder.layers.9.ffn.act'" in capsys.readouterr().err
+
+
+def test_neurons_ablate_top_reports_each_concept_against_random_neurons(tmp_path, capsys):
+    model_dir = save_tiny("bert", tmp_path / "m", head="encoder")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(TEXTS * 2) + "\n")
+    out = tmp_path / "ne"
+    assert main(["analyze", "neurons", str(model_dir), "--corpus", str(corpus), "--layer", "encoder.layers.1.ffn.act",
+                 "--ablate-top", "3", "--draws", "2", "--out", str(out), "--device", "cpu"]) == 0
+    res = json.loads((out / "ablation" / "ablation_STEM.json").read_text())
+    top = json.loads((out / "summary.json").read_text())["top_neurons"]["STEM"]
+    assert res["neurons"][:len(top)] == top[:3] and len(res["neurons"]) == 3
+    assert res["draws"] == 2 and {"shift[STEM]", "shift[not STEM]"} <= set(res["metrics"])
+    md = (out / "ablation" / "ablation.md").read_text()
+    assert (out / "ablation" / "manifest.json").exists()
+    assert "| STEM | 3 | shift[STEM] |" in md and "| colors | 3 | shift[not colors] |" in md

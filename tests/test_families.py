@@ -75,16 +75,17 @@ def test_capture_shapes(kind):
         model(**inputs)
     b, s = inputs["input_ids"].shape
     hidden = 32 if kind in ("bert", "gpt2", "t5", "llama") else HIDDEN
-    ffn = 2 * hidden
     assert sorted(cap) == sorted(names)
+    down = {r.name: r.module for r in resolve(model, names)}
     for n in names:
+        ffn = getattr(down[n], "in_features", None) or getattr(down[n], "nx", None)  # Linear / GPT-2's Conv1D
         stack, _, _, site = n.split(".", 3)
         seq = inputs["decoder_input_ids"].shape[1] if stack == "decoder" and "decoder_input_ids" in inputs else s
         shape = tuple(cap[n].shape)
         if site in ("out", "attn.out", "ffn.out"):
             assert shape == (b, seq, hidden), n
         elif site == "ffn.act":
-            assert shape == (b, seq, ffn), n
+            assert shape == (b, seq, ffn) and ffn in (2 * hidden, 4 * hidden), n
         elif site == "attn.probs":
             assert shape == (b, HEADS, seq, seq), n
             torch.testing.assert_close(cap[n].sum(-1), torch.ones(b, HEADS, seq))
@@ -105,7 +106,7 @@ def test_verify_reports_every_tensor_equal_to_eager(kind):
     bad = [(c.name, c.reference, c.max_abs_diff) for c in checks if not c.ok]
     assert not bad
     refs = {c.reference for c in checks}
-    assert {"hidden_states[1]", "eager attentions", "down projection of ffn.act"} <= refs or (
+    assert {"hidden_states[1]", "eager attentions", "down projection of ffn.act = ffn.out"} <= refs or (
         family_of(model.config).experts_key and {"hidden_states[1]", "eager attentions"} <= refs)
     probs = [n for n in LayerScheme.from_model(model).names() if n.endswith("probs")]
     assert len([c for c in checks if c.reference == "eager attentions"]) == len(probs)
@@ -127,7 +128,7 @@ def test_verify_fails_on_a_wrong_table(monkeypatch):
                                                        "ffn.act": families.Site("mlp.fc1", "input")}})
     monkeypatch.setattr(families, "FAMILIES", tuple(wrong if f is fam else f for f in families.FAMILIES))
     bad = {c.name for c in verify(_model("phi")) if not c.ok}
-    assert {"decoder.layers.0.ffn.act", "decoder.layers.0.ffn.out"} <= bad
+    assert bad == {"decoder.layers.0.ffn.act", "decoder.layers.1.ffn.act"}
 
 
 @pytest.mark.parametrize("kind", TYPES)
@@ -178,6 +179,7 @@ def test_three_guided_training_steps_through_the_train_path(kind, tmp_path, trai
             {"name": "attention_guidance", "weight": 1.0, "layers": [f"{stack}.first"], "heads": [1],
              "pattern": "first"}]
     cfg = load_config(tiny_config(tmp_path, tmp_path / "model", train_data, task=task, regularizers=regs,
+                                  finetune={"freeze_embeddings": True},  # no Adam over 30k x 64 (speed)
                                   train={"max_steps": 3, "logging_steps": 1, "save_steps": 100, "batch_size": 2},
                                   model={"name": str(tmp_path / "model"), "head": head}))
     results = run_training(cfg)
@@ -185,7 +187,7 @@ def test_three_guided_training_steps_through_the_train_path(kind, tmp_path, trai
     logs = [r for r in RunDir(cfg.run_dir).read_metrics() if "loss/attention_guidance" in r]
     assert len(logs) == 3
     for r in logs:
-        assert 0 < r["loss/attention_guidance"] < 2 and r["loss/l1"] > 0  # one head, rows of [0, 1]
+        assert 0 < r["loss/attention_guidance"] < 12 and r["loss/l1"] > 0  # one head: <= 1 per query row
     assert json.loads((cfg.run_dir / "results.json").read_text())["train"]["steps"] == 3
 
 

@@ -101,3 +101,77 @@ def test_causal_lm_training_with_guidance_and_periodic_multiple_choice(tmp_path,
     train_logs = [r for r in logs if "loss" in r]
     assert {"loss/attention_guidance/decoder0.h0", "loss/attention_guidance/decoder1.h1"} <= set(train_logs[0])
     assert (tmp_path / "runs" / "lm" / "predictions_multiple_choice.jsonl").exists()
+
+
+# ---- files as published; truncation policy -----------------------------------------------------------------
+FIX = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+def test_inverse_scaling_csv_and_its_reformatted_jsonl_give_the_same_items(tok):
+    a = build_plugin(TASKS, PluginSpec("multiple_choice", {"eval": str(FIX / "inverse_scaling.csv")}))
+    b = build_plugin(TASKS, PluginSpec("multiple_choice", {
+        "eval": str(FIX / "inverse_scaling_reformatted.jsonl"),
+        "fields": {"prompt": "input", "classes": "options", "answer_index": "label"},
+        "label_map": {"A": 0, "B": 1, "C": 2, "D": 3}}))
+    a.setup(tok)
+    b.setup(tok)
+    ia, ib = a.items("eval"), b.items("eval")
+    assert [(i.prompt, i.classes, i.answer) for i in ia] == [(i.prompt, i.classes, i.answer) for i in ib]
+    assert ia[0].prompt == "Question: Which is not a metal?\nA. wood\nB. steel\nAnswer:"  # newlines kept
+    assert [i.answer for i in ia] == [0, 0, 2, 0] and ia[2].classes == (" A", " B", " C", " D")
+    assert ia[1].where.endswith("inverse_scaling.csv:6")
+
+
+def test_few_shot_prefix_goes_before_every_prompt(tok):
+    t = build_plugin(TASKS, PluginSpec("multiple_choice", {"eval": str(FIX / "inverse_scaling.csv"),
+                                                           "prefix": "Question: Is 3 odd?\nA. yes\nB. no\nAnswer: A\n\n"}))
+    t.setup(tok)
+    assert t.items("eval")[0].prompt == ("Question: Is 3 odd?\nA. yes\nB. no\nAnswer: A\n\n"
+                                         "Question: Which is not a metal?\nA. wood\nB. steel\nAnswer:")
+
+
+def test_max_positions_from_the_config():
+    from guidetune.evaluation.scoring import effective_limit, max_positions
+
+    assert max_positions(tiny_model("gpt2")) == 128  # n_positions
+    assert max_positions(tiny_model("llama")) == 128  # max_position_embeddings
+    assert max_positions(tiny_model("t5")) is None  # relative positions: no hard limit
+    assert effective_limit(tiny_model("gpt2"), 2048) == 128 and effective_limit(tiny_model("gpt2"), 64) == 64
+
+
+def test_prompt_longer_than_the_model_keeps_its_end_in_scoring_and_training(tmp_path, tok):
+    model = tiny_model("gpt2").eval()  # 128 positions
+    few_shot = "".join(f"Question: is {n} not even?\nAnswer: {'yes' if n % 2 else 'no'}\n" for n in range(40))
+    prompt = few_shot + "Question: is 7 not even?\nAnswer:"
+    classes = [" yes", " no way at all"]
+    p = _write(tmp_path, [{"prompt": prompt, "classes": classes, "answer_index": 0}, ITEMS[0]])
+    task = build_plugin(TASKS, PluginSpec("multiple_choice", {"eval": str(p), "train": str(p)}))
+    task.setup(tok)
+    task.bind_model(model)
+    m = task.evaluate(model, batch_size=2)
+    assert m["truncated_items"] == 1 and m["max_tokens"] == 128
+    # by hand: [CLS] + the last (128 - longest option - 2 specials) content tokens + [SEP]
+    content = tok(prompt, add_special_tokens=False)["input_ids"]
+    longest = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in classes)
+    keep = 128 - longest - 2
+    kept = [tok.cls_token_id] + content[-keep:] + [tok.sep_token_id]
+    assert tok.decode(content[-keep:]).endswith("question : is 7 not even? answer :")
+    assert m["truncated_tokens"] == len(content) - keep == task.predictions[0]["prompt_tokens_cut"]
+    with torch.no_grad():
+        for cls, lp in zip(classes, task.predictions[0]["logprob"]):
+            c = tok(cls, add_special_tokens=False)["input_ids"]
+            ref = torch.log_softmax(model(input_ids=torch.tensor([kept + c])).logits[0].double(), -1)
+            assert lp == pytest.approx(sum(float(ref[len(kept) - 1 + j, c[j]]) for j in range(len(c))), abs=1e-4)
+    feats = task.dataset("train")  # training sees the same prompt tokens
+    assert feats[0]["input_ids"][:len(kept)] == kept and len(feats[0]["input_ids"]) <= 128
+    assert task.describe() == {"truncated_train": 1}
+
+
+def test_option_that_does_not_fit_alone_is_one_line(tmp_path, tok):
+    long_option = " never" * 130
+    p = _write(tmp_path, [ITEMS[0], {"prompt": "Q:", "classes": [" a", long_option], "answer_index": 0}])
+    task = build_plugin(TASKS, PluginSpec("multiple_choice", {"eval": str(p)}))
+    task.setup(tok)
+    with pytest.raises(GuidetuneError) as e:
+        task.evaluate(tiny_model("gpt2").eval())
+    assert str(e.value) == f"{p}:2: option 1 is 130 tokens; with one prompt token it does not fit the model's 128 positions"

@@ -137,11 +137,17 @@ def test_a_finished_run_with_a_changed_config_or_data_is_refused_then_rerun(caps
 def test_a_run_that_failed_before_its_first_step_restarts_with_the_fixed_config(capsys, tmp_path, tiny_dirs, cls_data):
     p = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="fails", train={"max_steps": 2},
                     regularizers=[{"name": "l1", "weight": 0.1, "layers": ["encoder.layers.9.out"]}])
+    run = tmp_path / "runs" / "fails"
     code, _, err = _cli(capsys, "train", str(p))
     assert code == 2 and "encoder.layers.9.out" in err
-    assert (tmp_path / "runs" / "fails" / "config.yaml").exists()  # it got that far
+    assert not run.exists()  # an error found while setting up leaves nothing behind
+    # A crash before the first checkpoint (killed, out of memory) leaves the directory: nothing to resume.
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(p.read_text())
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n')
     code, _, err = _cli(capsys, "train", str(p), "regularizers.0.layers=[encoder.final]")
     assert code == 0, err
-    saved = (tmp_path / "runs" / "fails" / "config.yaml").read_text()
+    saved = (run / "config.yaml").read_text()
     assert "encoder.final" in saved and "layers.9" not in saved
-    assert json.loads((tmp_path / "runs" / "fails" / "results.json").read_text())["train"]["steps"] == 2
+    assert json.loads((run / "results.json").read_text())["train"]["steps"] == 2
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()][0] == 1

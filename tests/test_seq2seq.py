@@ -32,7 +32,8 @@ def test_seq2seq_trains_generates_and_scores_with_regularizers(tmp_path, tiny_di
     from guidetune.experiment import run_training
 
     res = run_training(cfg)
-    assert set(res["metrics"]) == {"rouge1", "rouge2", "rougeL", "n"} and res["metrics"]["n"] == 6
+    assert set(res["metrics"]) == {"rouge1", "rouge2", "rougeL", "n", "skipped_rows", "truncated_sources"}
+    assert res["metrics"]["n"] == 6 and res["metrics"]["skipped_rows"] == 0
     assert all(0 <= res["metrics"][k] <= 1 for k in ("rouge1", "rouge2", "rougeL"))
     preds = [json.loads(x) for x in (tmp_path / "runs" / "s2s" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 6 and {"source", "target", "prediction"} <= set(preds[0])
@@ -47,5 +48,42 @@ def test_missing_target_column(tmp_path, tok):
     p = write_jsonl(tmp_path / "d.jsonl", [{"source": "a", "target": "b"}, {"source": "c", "summary": "d"}])
     t = build_plugin(TASKS, PluginSpec("seq2seq", {"train": str(p), "eval": str(p)}))
     t.setup(tok)
-    with pytest.raises(GuidetuneError, match=r"d.jsonl:2: missing column 'target'"):
+    with pytest.raises(GuidetuneError, match=r"d.jsonl:2: missing field 'target' \(fields here: source, summary\)"):
         t.dataset("train")
+
+
+FIX = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+def _papers(tok, **params):
+    from guidetune.config import PluginSpec, build_plugin
+    from guidetune.tasks import TASKS
+
+    t = build_plugin(TASKS, PluginSpec("seq2seq", {"eval": str(FIX / "papers.jsonl"), "train": str(FIX / "papers.jsonl"),
+                                                   "fields": {"source": "article", "target": "abstract"}, **params}))
+    t.setup(tok)
+    return t
+
+
+def test_null_and_empty_rows_are_reported_or_skipped_on_request(tok):
+    with pytest.raises(GuidetuneError) as e:
+        _papers(tok).rows("eval")
+    assert str(e.value) == f"{FIX / 'papers.jsonl'}:2:63: field 'abstract' is empty"
+    t = _papers(tok, empty="skip")
+    assert [w.rsplit(":", 1)[1] for _, _, w in t.rows("eval")] == ["1", "4"]
+    assert t.describe() == {"eval_skipped_rows": 2}
+
+
+def test_truncated_sources_and_targets_are_counted_and_rouge_uses_the_full_reference(tok, caplog):
+    t = _papers(tok, empty="skip", max_source_length=16, max_target_length=3)
+    feats = t.dataset("train")
+    # row 1: a 20-times repeated sentence (> 16 tokens) and a 4-word abstract (6 tokens with [CLS]/[SEP])
+    assert [len(f["input_ids"]) for f in feats] == [16, len(tok("Fisher information guides dropout.")["input_ids"])]
+    assert [len(f["labels"]) for f in feats] == [3, 3]
+    assert t.counts["train"] == {"skipped_rows": 2, "truncated_sources": 1, "truncated_targets": 2}
+    assert "truncated_sources 1, truncated_targets 2" in caplog.text
+
+    # a stand-in generator that returns the full references: ROUGE is 1 only if scored against the uncut target
+    t.generate = lambda model, sources, batch_size=16: ["negation in language models", "Fisher-guided dropout"]
+    m = t.evaluate(None)
+    assert m["rouge1"] == 1.0 and m["rougeL"] == 1.0 and m["truncated_sources"] == 1 and m["n"] == 2

@@ -142,7 +142,7 @@ def cmd_analyze_neurons(a) -> int:
     res = NeuronAnalysis(models=[a.model] + (a.compare or []), corpus=a.corpus or BUILTIN_CORPUS,
                          concepts=a.concepts or BUILTIN_CONCEPTS, layer=a.layer, threshold=a.threshold,
                          quantile=a.quantile, sentence_fraction=a.sentence_fraction, top_k=a.top_k,
-                         text_field=a.text_field, batch_size=a.batch_size, out=a.out,
+                         text_field=a.text_field, batch_size=a.batch_size, out=a.out, skip_tokens=a.skip_tokens,
                          trust_remote_code=a.trust_remote_code, allow_pickle=a.allow_pickle,
                          device=a.device, dtype=a.dtype, device_map=a.device_map).run()
     if res.get("rank", 0):
@@ -157,7 +157,7 @@ def cmd_analyze_neurons(a) -> int:
     if a.ablate_top:
         from .analysis.ablate import ablate_concepts
 
-        print("\n" + ablate_concepts(a) + f"written: {a.out}/ablation.md, ablation_<concept>.json/.md")
+        print("\n" + ablate_concepts(a) + f"written: {a.out}/ablation/ (ablation.md, ablation_<concept>.json/.md)")
     return 0
 
 
@@ -200,8 +200,16 @@ def _trust_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled model weights (unsafe)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (``error: guidetune eval: argument --batch-size: ...``)."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="guidetune", description="Interpretability-guided fine-tuning of transformers.")
+    p = _Parser(prog="guidetune", description="Interpretability-guided fine-tuning of transformers.")
     p.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -317,6 +325,8 @@ def parser() -> argparse.ArgumentParser:
                     help="fires on a sentence when on >= this fraction of its tokens (0: any token)")
     ne.add_argument("--top-k", type=int, default=10)
     ne.add_argument("--text-field", default="text")
+    ne.add_argument("--skip-tokens", default="special", help="tokens not counted besides padding: special "
+                    "(BOS/EOS/CLS/SEP; [UNK] counts), none, or a comma-separated list such as [CLS],[SEP],[UNK]")
     ne.add_argument("--batch-size", type=int, default=64)
     ne.add_argument("--out", default="analysis/neurons")
     _trust_flags(ne)

@@ -109,6 +109,10 @@ class _Models:
             spec = ModelSpec(name=self.target, head=head, **self.flags)
             num = task.num_labels() if head == "classification" else None
             model, tok = load_model(spec, num_labels=num, problem_type=getattr(task, "problem_type", None))
+            archs = getattr(model.config, "architectures", None) or []
+            if head == "classification" and not any("SequenceClassification" in a for a in archs):
+                log.warning("%s ships no classification head: the %s metrics are those of a newly initialised "
+                            "(random) head", self.target, name)
             model, _ = place(model, self.device, self.dtype)
             self.cache[key] = (model.eval(), tok)
         return self.cache[key]
@@ -132,7 +136,7 @@ def evaluate_model(target: str, tasks: list[str], data: list[str] | None = None,
     models = _Models(target, trust_remote_code, allow_pickle, device, dtype)
     out_dir = Path(out) if out else (Path(target) / "evals" if models.run else Path("evals") / _label(target))
     mkdir_for(out_dir / "results.json")
-    results: dict = {"model": target, "run": models.run, "device": device, "dtype": dtype or "float32",
+    results: dict = {"model": target, "run": models.run, "device": str(resolve_device(device)), "dtype": dtype or "float32",
                      "versions": versions(), "git_commit": git_commit(), "tasks": {}}
     for key, spec in zip(_keys(specs), specs):
         start = time.time()

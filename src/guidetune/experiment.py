@@ -14,7 +14,7 @@ from .finetune.modes import apply_mode, load_trainable, parameter_report, save_f
 from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, Term, load_term_states, load_totals
 from .models import load_model
 from .regularizers import REGULARIZERS
-from .runs import RunDir, identity, identity_changes
+from .runs import RunDir, identity, identity_changes, mkdir_for
 from .tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,10 @@ def training_args(cfg: ExperimentConfig, run: RunDir):
         dataloader_num_workers=t.dataloader_workers,
         bf16=t.bf16,
         fp16=t.fp16,
+        # Non-reentrant: the first forward keeps its autograd graph, so captured activations (and the
+        # regularizer gradients through them) are exact; the reentrant kind runs it under no_grad.
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         disable_tqdm=False,
         save_safetensors=True,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -167,16 +171,31 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
     if state == "done":
         log.info("%s already finished; nothing to do", run.path)
         return run.read_results()
+    if cfg.train.gradient_checkpointing:  # before anything is written
+        from .finetune.trainer import check_checkpointing
+
+        check_checkpointing(cfg.model)
     main = args.process_index == 0
     if main:
         if state in ("restart", "changed"):
             log.info("%s: starting again (%s)", run.path, "nothing to resume" if state == "restart"
                      else f"changed: {_short(changes)}")
             shutil.rmtree(run.path)
-        run.path.mkdir(parents=True, exist_ok=True)
+        mkdir_for(run.config)
         run.write_config(cfg.to_dict())
         run.write_identity(identity(cfg.to_dict()))
+    progress: list[str] = []
+    try:
+        return _train(cfg, run, args, checkpoint, callbacks, main, progress)
+    except GuidetuneError:
+        # A config or data error found while setting up leaves no run directory behind (a crash
+        # leaves one that the next `train` starts again, as it holds nothing to resume).
+        if main and state != "resume" and not progress:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
 
+
+def _train(cfg: ExperimentConfig, run: RunDir, args, checkpoint, callbacks, main: bool, progress: list) -> dict:
     start = time.time()
     task, model, tokenizer = prepare(cfg)
     params = parameter_report(model)
@@ -213,6 +232,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         log.info("resuming from %s", checkpoint)
         load_term_states(terms, checkpoint, args.process_index)
         trainer.loss_base, trainer.runtime_base = load_totals(checkpoint)
+    progress.append("training")
     out = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     # HF's train_loss and our clock restart at zero on resume; the totals carried in the checkpoint
     # make them those of the whole run (the same as an uninterrupted run's).

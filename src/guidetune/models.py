@@ -144,14 +144,18 @@ def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str
         kwargs["attn_implementation"] = spec.attn_implementation
     if resized:
         kwargs["ignore_mismatched_sizes"] = True
+    from safetensors import SafetensorError
+
     try:
         model = _auto_class(spec.head).from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise GuidetuneError(f"model.name: could not load '{spec.name}': {str(e).splitlines()[0]}") from None
     tok = load_tokenizer(spec)
     accepted = inspect.signature(model.forward).parameters
     if "token_type_ids" not in accepted:  # e.g. a BERT tokenizer serving a T5 or GPT-2 model
         tok.model_input_names = [n for n in tok.model_input_names if n != "token_type_ids"]
+    if "deprecated_arguments" in accepted:  # BLOOM: its **kwargs reject the Trainer's num_items_in_batch
+        model.accepts_loss_kwargs = False
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
     return model, tok

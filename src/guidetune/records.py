@@ -179,7 +179,8 @@ def _read_delimited(p: Path, text: str, delimiter: str, quoting: int, header: bo
         except csv.Error as e:
             if "end of data" in str(e) or "field larger" in str(e):
                 raise GuidetuneError(f"{p}:{start}: a quoted field opened in this record never closes") from None
-            raise GuidetuneError(f"{p}:{reader.line_num}: bad CSV quoting ({e})") from None
+            span = f"; the record began on line {start}, is a quote left open there?" if reader.line_num > start else ""
+            raise GuidetuneError(f"{p}:{reader.line_num}: bad CSV quoting ({e}){span}") from None
         end = reader.line_num
         if not cells or cells == [""]:
             continue

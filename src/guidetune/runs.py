@@ -166,7 +166,14 @@ class RunDir:
         atomic_write(self.path / name, "".join(json.dumps(r, default=str) + "\n" for r in records))
 
     def read_results(self) -> dict:
-        return json.loads(self.results.read_text())
+        try:
+            out = json.loads(self.results.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise GuidetuneError(f"{self.results}: not readable JSON ({str(e).splitlines()[0]}); "
+                                 "re-run 'guidetune eval' on the run or remove the file") from None
+        if not isinstance(out, dict):
+            raise GuidetuneError(f"{self.results}: expected a JSON object, got {type(out).__name__}")
+        return out
 
     def append_metrics(self, record: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -180,7 +187,7 @@ class RunDir:
         if not self.metrics.exists():
             return []
         out = []
-        for line in self.metrics.read_text().splitlines():
+        for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:

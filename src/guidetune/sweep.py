@@ -13,7 +13,8 @@
 Finished runs (with results.json) are skipped and a run killed mid-training resumes from its last
 checkpoint, so re-running a killed sweep continues it. The sweep writes ``runs.csv`` (one row per run),
 ``summary.csv`` and ``summary.md`` (mean and inter-quartile range per metric per configuration) and
-``summary.png`` (bars of the means with IQR whiskers).
+``summary.png`` (bars of the means with IQR whiskers); every configuration is also compared with the first
+one (95% intervals, seed test, Holm: :mod:`guidetune.compare`) in ``significance.csv`` and ``summary.md``.
 """
 from __future__ import annotations
 

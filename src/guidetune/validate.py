@@ -21,6 +21,8 @@ def _missing_paths(where: str, params: dict) -> list[str]:
             continue
         if not Path(value).expanduser().exists():
             out.append(f"{where}.{key}: not found '{value}'")
+        elif key in ("train", "eval") and Path(value).expanduser().is_dir():
+            out.append(f"{where}.{key}: '{value}' is a directory; give a data file")
     return out
 
 
@@ -52,8 +54,18 @@ def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
     for i, spec in enumerate(cfg.eval_tasks):
         errors += _missing_paths(f"eval_tasks[{i}]", spec.params)
     for i, spec in enumerate(cfg.regularizers):
-        if spec.params.get("fisher") and not Path(spec.params["fisher"]).is_file():
-            errors.append(f"regularizers[{i}].fisher: file not found '{spec.params['fisher']}'")
+        for key in ("fisher", "matrix"):  # files a regularizer reads at setup
+            if spec.params.get(key) and not Path(spec.params[key]).is_file():
+                errors.append(f"regularizers[{i}].{key}: file not found '{spec.params[key]}'")
+    if cfg.train.data_fraction < 1 and getattr(task, "pairs", "none") != "none":
+        errors.append("train.data_fraction: cannot sub-sample a paired training set; lower task.max_pairs instead")
+    try:  # what train's model loading refuses: no weights, or pickled weights without allow_pickle
+        from .models import check_weights, resolve_name
+
+        check_weights(resolve_name(cfg.model.name), cfg.model.allow_pickle)
+    except GuidetuneError as e:
+        if str(e) not in errors:
+            errors.append(str(e))
     if getattr(task, "head", cfg.model.head) not in (cfg.model.head, "any"):
         errors.append(f"model.head: task '{cfg.task.name}' needs head '{task.head}', got '{cfg.model.head}'")
     if getattr(task, "pairs", "none") != "none" and (cfg.train.batch_size < 2 or cfg.train.batch_size % 2):
@@ -64,7 +76,11 @@ def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
             from .config import ModelSpec
             from .models import load_tokenizer
 
-            task.setup(load_tokenizer(ModelSpec(name=cfg.model.tokenizer or cfg.model.name)))
+            tok = load_tokenizer(ModelSpec(name=cfg.model.tokenizer or cfg.model.name))
+            task.setup(tok)
+            for i, spec in enumerate(cfg.eval_tasks):  # their files too, as train reads them
+                if not any(e.startswith(f"eval_tasks[{i}].") for e in errors):
+                    build_plugin(TASKS, spec).setup(tok)
         except GuidetuneError as e:
             errors.append(str(e))
     if scheme is not None:

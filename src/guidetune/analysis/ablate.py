@@ -374,9 +374,13 @@ def run_ablate(a) -> dict:
     else:
         def evaluate(m):
             return task.evaluate(m, "eval", a.batch_size)
+    from ..runs import describe_input, output_set
+
     res = ab.run(evaluate, a.draws)
     res["model"] = a.model
-    write(a.out, res)
+    with output_set(a.out, {"model": describe_input(a.model), "units": a.units, "method": a.method,
+                            "task": a.task, "draws": a.draws}) as out:
+        write(out, res)
     return res
 
 
@@ -384,7 +388,8 @@ def ablate_concepts(a) -> str:
     """``analyze neurons --ablate-top K``: per concept, ablate its top-K neurons (from the analysis just
     written to ``a.out``) and compare with K random neurons of the layer. A run is measured on its own
     task; a model on the corpus (loss for a causal LM, embedding shift otherwise), concept sentences vs
-    the others. Writes ``ablation_<concept>.json/.md`` and ``ablation.md``; returns the Markdown table."""
+    the others. Writes ``<out>/ablation/`` (``ablation.md``, ``ablation_<concept>.json/.md``, its own
+    manifest); returns the Markdown table."""
     from .ablate_units import neuron_file_units
     from .common import read_corpus
     from .neuron_analysis import BUILTIN_CONCEPTS, BUILTIN_CORPUS, read_concepts
@@ -398,6 +403,14 @@ def ablate_concepts(a) -> str:
         def evaluate(m):
             return task.evaluate(m, "eval", a.batch_size)
     reference = texts if a.ablate_method != "zero" else None
+    from ..runs import describe_input, output_set
+
+    with output_set(Path(a.out) / "ablation", {"model": describe_input(a.model), "top": a.ablate_top,
+                                               "method": a.ablate_method, "draws": a.draws}) as out:
+        return _concept_rows(a, model, tok, task, evaluate, concepts, reference, out)
+
+
+def _concept_rows(a, model, tok, task, evaluate, concepts, reference, out: Path) -> str:
     rows = []
     for c in concepts:
         ids, layer = neuron_file_units(a.out, a.ablate_top, c, f"--ablate-top {a.ablate_top} ({c})")
@@ -405,7 +418,7 @@ def ablate_concepts(a) -> str:
         res = Ablator(model, tok, sets, a.ablate_method, reference, seed=0, batch_size=min(a.batch_size, 64)).run(
             evaluate, a.draws, progress=False)
         res.update(model=a.model, concept=c, neurons=ids)
-        write(a.out, res, f"ablation_{''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in c)}")
+        write(out, res, f"ablation_{''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in c)}")
         keys = [f"{evaluate.name}[{c}]", f"{evaluate.name}[not {c}]"] if task is None else list(res["metrics"])
         for k in keys:
             r = res["metrics"].get(k)
@@ -417,5 +430,5 @@ def ablate_concepts(a) -> str:
                     "many random neurons of the same layer:", "",
                     "| concept | neurons | metric | before | change (top-K ablated) | change (random K), mean ± sd | "
                     "random draws changing it at least as much |", "|---|---|---|---|---|---|---|", *rows]) + "\n"
-    atomic_write(Path(a.out) / "ablation.md", md)
+    atomic_write(out / "ablation.md", md)
     return md

@@ -56,6 +56,7 @@ class PerSampleSquaredGrads:
         self.batch_size = 1
         self.keep_sums = False  # probe: also keep the unsquared per-sample gradients
         self.sums: dict[int, torch.Tensor] = {}
+        self._paused = False
 
     # -- recording ---------------------------------------------------------------------------------------
     def __enter__(self):
@@ -72,6 +73,8 @@ class PerSampleSquaredGrads:
         self._handles, self._records = [], []
 
     def _record(self, module, kind, args, kwargs, out):
+        if self._paused:  # the rules' own calls of a module (torch.func) are not part of the forward
+            return out
         b = self.batch_size
         if not torch.is_tensor(out):
             raise GuidetuneError(f"fisher: no per-sample rule for {type(module).__name__} (its output is not a tensor)")
@@ -100,6 +103,14 @@ class PerSampleSquaredGrads:
     def accumulate(self, batch_size: int) -> None:
         """Square and add the per-sample gradients of the last backward pass."""
         b = batch_size
+        self._paused = True
+        try:
+            self._accumulate(b)
+        finally:
+            self._paused = False
+            self._records = []
+
+    def _accumulate(self, b: int) -> None:
         recs = [r for r in self._records if "grad" in r]
         uses: dict[int, int] = {}
         for r in recs:
@@ -124,7 +135,6 @@ class PerSampleSquaredGrads:
                 else:
                     dense += c[1]
             self._add(p, ("dense", dense), b)
-        self._records = []
 
     def _owned(self, m, kind):
         return [p for p in m.parameters(recurse=False) if id(p) in self.by_id]

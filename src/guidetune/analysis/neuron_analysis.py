@@ -8,6 +8,7 @@ KT-score, with each compared model's KT-score for the same neuron ids); ``firing
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from ..errors import GuidetuneError
 from ..runs import atomic_write
 from . import ANALYSES
 from .common import batched, load_any, read_corpus, save_fig, save_npz
-from .neurons import Keywords, collect, concept_scores, ffn_layer, summarize, top_neurons
+from .neurons import Keywords, activation_name, collect, skipped_ids, concept_scores, ffn_layer, summarize, top_neurons
 
+log = logging.getLogger(__name__)
 BUILTIN_CORPUS = "guidetune:corpus/topics.txt"
 BUILTIN_CONCEPTS = "guidetune:corpus/concepts.yaml"
 
@@ -56,6 +58,8 @@ class NeuronAnalysis:
     top_k: int = 10
     min_support: int = 3
     text_field: str = "text"
+    skip_tokens: str = field(default="special", metadata={
+        "help": "tokens not counted besides padding: special (BOS/EOS/CLS/SEP), none, or a comma-separated list"})
     batch_size: int = 64
     max_length: int = 128
     out: str = "analysis/neurons"
@@ -95,6 +99,7 @@ class NeuronAnalysis:
             counters, thr = collect(model, tok, batched(texts, self.batch_size), layer, keywords,
                                     threshold=self.threshold, quantile=self.quantile, calibration=self.calibration,
                                     sentence_fraction=self.sentence_fraction, max_length=self.max_length,
+                                    skip_tokens=self.skip_tokens,
                                     rank=rank, world=world)
             shapes.append((ref, type(model).__name__, layer, counters.n))
             if len({(s[2], s[3]) for s in shapes}) > 1:
@@ -105,6 +110,8 @@ class NeuronAnalysis:
             summary = summarize(counters, self.general_rate)
             scores = concept_scores(counters, self.consistent_in, self.consistent_out)
             summary["consistent_neurons"] = {c: int(s["consistent"].sum()) for c, s in scores.items()}
+            summary["activation"] = _check_activation(model, self.threshold, self.quantile)
+            summary["skipped_tokens"] = tok.convert_ids_to_tokens(skipped_ids(tok, self.skip_tokens))
             summary["layer"], summary["threshold"] = layer, ("quantile %.3f" % self.quantile if self.quantile
                                                              is not None else self.threshold)
             results[label], scores_by[label] = summary, scores
@@ -113,7 +120,7 @@ class NeuronAnalysis:
                 self._neuron_csv(out / f"neurons_{_safe(label)}.csv", counters, scores)
         base = names[0]
         top = {c: top_neurons(scores_by[base], c, self.top_k, self.min_support) for c in keywords.names}
-        payload = {"models": results, "top_neurons": top,
+        payload = {"produced_by": self._provenance(), "models": results, "top_neurons": top,
                    "kt_of_top": {c: {m: [float(scores_by[m][c]["kt"][i]) for i in ids] for m in names}
                                  for c, ids in top.items()}}
         if world > 1:
@@ -126,6 +133,16 @@ class NeuronAnalysis:
         else:
             payload["rank"] = rank  # not written: tells the command line this process does not print
         return payload
+
+    def _provenance(self) -> dict:
+        """Which layer, threshold, corpus (path + hash) and token policy produced these numbers."""
+        from ..runs import describe_input
+        from ..tasks.base import data_path
+
+        return {"layer": self.layer, "threshold": self.threshold, "quantile": self.quantile,
+                "sentence_fraction": self.sentence_fraction, "skip_tokens": self.skip_tokens,
+                "corpus": {"path": self.corpus, **describe_input(data_path(self.corpus, "--corpus"))},
+                "concepts": {"path": self.concepts, **describe_input(data_path(self.concepts, "--concepts"))}}
 
     def _neuron_csv(self, path: Path, c, scores) -> None:
         s = max(c.sentences, 1)
@@ -184,6 +201,15 @@ class NeuronAnalysis:
             ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
             ax.set_title(f"mean KT of top {c} neurons", fontsize=9)
         save_fig(fig, out / "comparison.png")
+
+
+def _check_activation(model, threshold: float, quantile: float | None) -> str | None:
+    """The model's FFN activation; warns when a fixed threshold of 0 meets a non-ReLU activation."""
+    act = activation_name(model)
+    if quantile is None and threshold == 0 and act is not None and "relu" not in act.lower():
+        log.warning("threshold 0 with a %s activation: %s outputs are rarely exactly 0, so nearly every neuron "
+                    "'fires'; use --quantile (e.g. 0.9) or a positive --threshold", act, act)
+    return act
 
 
 def _unique(label: str, taken: list[str]) -> str:

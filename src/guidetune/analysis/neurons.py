@@ -5,7 +5,11 @@ Definitions (all counts are streamed; memory does not grow with the corpus):
 * A neuron *fires on a token* when its activation exceeds the threshold: ``threshold`` (default 0, right
   for ReLU), or with ``quantile: q`` a per-neuron threshold, the neuron's own q-quantile over the tokens
   of the first ``calibration`` sentences (useful for GELU, whose outputs are rarely exactly 0).
-  Padding and special tokens ([CLS], [SEP], BOS/EOS) are never counted (``skip_special``).
+  Which tokens count (``skip_tokens``): padding never counts. ``special`` (the default) also leaves out
+  the tokens a tokenizer adds around the text: its BOS, EOS, CLS and SEP tokens (``[CLS]``/``[SEP]``,
+  ``<s>``/``</s>``, ``<|endoftext|>``); every other token counts, including ``[UNK]`` (an unknown word
+  is still a word of the sentence) and a ``[MASK]`` written in the corpus. ``none`` counts every
+  non-padding token; a comma-separated list (``[CLS],[SEP],[UNK]``) leaves out exactly those tokens.
 * It *fires on a sentence* when it fires on any counted token (``sentence_fraction: 0``), or on at least
   that fraction of the sentence's counted tokens.
 * *Dead*: fires on no sentence of the corpus. *General*: fires on >= ``general_rate`` of the sentences
@@ -139,6 +143,35 @@ def ffn_layer(model, layer: str) -> str:
     return names[0]
 
 
+def skipped_ids(tok, skip_tokens: str | list[str] = "special") -> list[int]:
+    """Token ids left out of the counts (besides padding), per ``skip_tokens`` (see the module docstring)."""
+    if skip_tokens == "none":
+        return []
+    if skip_tokens == "special":
+        ids = {getattr(tok, f"{k}_token_id", None) for k in ("bos", "eos", "cls", "sep")}
+        return sorted(i for i in ids if i is not None)
+    names = [t.strip() for t in skip_tokens.split(",")] if isinstance(skip_tokens, str) else list(skip_tokens)
+    vocab = tok.get_vocab()
+    unknown = [t for t in names if t and t not in vocab]
+    if unknown:
+        raise GuidetuneError(f"--skip-tokens: '{unknown[0]}' is not a token of this tokenizer; give special, none, "
+                             f"or tokens such as {tok.cls_token or tok.bos_token or tok.eos_token},{tok.unk_token}")
+    return sorted({vocab[t] for t in names if t})
+
+
+ACTIVATION_KEYS = ("hidden_act", "activation_function", "hidden_activation", "feed_forward_proj", "ffn_act")
+
+
+def activation_name(model) -> str | None:
+    """The FFN nonlinearity the model's config names (``relu``, ``gelu``, ``silu``, ``gated-gelu``), if any."""
+    cfg = model.config
+    for key in ACTIVATION_KEYS:
+        v = getattr(cfg, key, None)
+        if isinstance(v, str):
+            return v
+    return None
+
+
 def _forward(model, enc) -> None:
     if getattr(model.config, "is_encoder_decoder", False):
         model.get_encoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
@@ -150,7 +183,7 @@ def _forward(model, enc) -> None:
 def collect(model, tok, batches, layer: str, keywords: Keywords, threshold: float | None = 0.0,
             quantile: float | None = None, calibration: int = 200, sentence_fraction: float = 0.0,
             skip_special: bool = True, max_length: int = 128, rank: int = 0,
-            world: int = 1) -> tuple[Counters, np.ndarray]:
+            world: int = 1, skip_tokens: str | list[str] = "special") -> tuple[Counters, np.ndarray]:
     """Stream text batches through ``model``; (counters, per-neuron thresholds used).
 
     Batches go to the model's device. With ``world`` > 1 processes, process ``rank`` counts batches
@@ -162,7 +195,7 @@ def collect(model, tok, batches, layer: str, keywords: Keywords, threshold: floa
     name = ffn_layer(model, layer)
     dev = model_device(model)
     cap = Capture(model, [name], detach=True)
-    special = torch.tensor(sorted(set(tok.all_special_ids)))
+    special = torch.tensor(skipped_ids(tok, skip_tokens if skip_special else "none"), dtype=torch.long)
     counters, thr, held = None, threshold, []
     for j, texts in enumerate(batches):
         calibrating = quantile is not None and not isinstance(thr, torch.Tensor)

@@ -60,9 +60,9 @@ def resample_sums(items: np.ndarray, n_resamples: int = N_RESAMPLES, rng=None) -
     n = len(items)
     if n == 0:
         raise GuidetuneError("bootstrap: no items to resample")
-    rows, counts = np.unique(items, axis=0, return_counts=True)
+    rows, counts = _distinct_rows(items)
     out = np.empty((n_resamples, items.shape[1]))
-    if len(rows) * 4 <= n:  # multinomial over distinct rows: exact, cost ~ R x distinct rows
+    if rows is not None and len(rows) * 4 <= n:  # multinomial over distinct rows: exact, cost ~ R x distinct rows
         step = max(1, _CHUNK_CELLS // (8 * len(rows)))
         for s in range(0, n_resamples, step):
             r = min(step, n_resamples - s)
@@ -75,6 +75,23 @@ def resample_sums(items: np.ndarray, n_resamples: int = N_RESAMPLES, rng=None) -
         w = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n).astype(np.float32)
         out[s:s + r] = w @ items.astype(np.float32)
     return out
+
+
+def _distinct_rows(items: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Distinct rows and their counts for integer-valued components (None for real-valued scores, which
+    are nearly all distinct). Rows are coded as mixed-radix integers: a 1-D unique, much faster than
+    ``np.unique(axis=0)``."""
+    if not np.array_equal(items, np.round(items)):
+        return None, None
+    lo = items.min(0)
+    span = items.max(0) - lo + 1
+    if np.prod(span) >= 2.0 ** 62:
+        rows, counts = np.unique(items, axis=0, return_counts=True)
+        return rows, counts
+    radix = np.cumprod(np.r_[1, span[:-1]]).astype(np.int64)
+    codes = (items - lo).astype(np.int64) @ radix
+    _, first, counts = np.unique(codes, return_index=True, return_counts=True)
+    return items[first], counts
 
 
 @dataclass

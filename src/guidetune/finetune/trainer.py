@@ -56,6 +56,7 @@ class GuidedTrainer(Trainer):
 
     def _capture_for(self, model) -> Capture:
         if self._capture is None:
+            refuse_reentrant_checkpointing(self.model)
             names: list[str] = []
             for t in self.terms:
                 names += [n for n in t.regularizer.captured if n not in names]
@@ -148,6 +149,38 @@ class GuidedTrainer(Trainer):
                 logs[f"loss/{k}"] = round(float(mean), 8)
             self._sums, self._counts = {}, 0
         super().log(logs, *args, **kwargs)
+
+
+def check_checkpointing(spec) -> None:
+    """``train.gradient_checkpointing`` needs a model class that supports it; checked from the config
+    alone (no weights), before the run directory is written."""
+    from ..errors import GuidetuneError
+    from ..models import _auto_class, load_config_only
+
+    config = load_config_only(spec)
+    try:
+        cls = _auto_class(spec.head)._model_mapping[type(config)]
+    except (KeyError, ValueError):
+        return  # remote code or an unusual head: transformers decides when training starts
+    if not getattr(cls, "supports_gradient_checkpointing", False):
+        raise GuidetuneError(f"train.gradient_checkpointing: {cls.__name__} ({config.model_type}) does not support "
+                             "gradient checkpointing in transformers; set train.gradient_checkpointing=false")
+
+
+def refuse_reentrant_checkpointing(model) -> None:
+    """Captures need non-reentrant checkpointing: the reentrant kind runs the first forward under
+    ``no_grad``, so captured activations would carry no gradient and the regularizers would train nothing.
+    (Hooks are removed when the capture block exits, before the backward pass recomputes anything, so each
+    activation is recorded once.)"""
+    from ..errors import GuidetuneError
+
+    for m in model.modules():
+        fn = getattr(m, "_gradient_checkpointing_func", None)
+        if getattr(m, "gradient_checkpointing", False) is True and fn is not None:
+            if (getattr(fn, "keywords", None) or {}).get("use_reentrant", True):
+                raise GuidetuneError("train.gradient_checkpointing: the model uses reentrant checkpointing, which "
+                                     "detaches captured activations; enable it with gradient_checkpointing_kwargs="
+                                     "{'use_reentrant': False} (guidetune's train.gradient_checkpointing does)")
 
 
 class JsonlLogger(TrainerCallback):

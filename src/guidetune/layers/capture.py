@@ -15,8 +15,10 @@ implementation (SDPA) in every layer. Models that call attention through transfo
 interface are switched to guidetune's registered wrapper while inside the ``with`` block and restored
 after (:mod:`guidetune.layers.interface`); the others use the adapters of :mod:`guidetune.layers.attention`. With nothing
 requested no hook is registered at all. If a hooked module runs twice inside one ``with`` block
-(e.g. ``generate``), the last call wins. Gradient checkpointing re-runs blocks in the backward pass and
-is not supported together with capture-based losses.
+(e.g. ``generate``), the last call wins. Gradient checkpointing (non-reentrant, as
+``train.gradient_checkpointing`` sets it) re-runs blocks in the backward pass after the ``with`` block
+has exited and removed the hooks, so each activation is recorded once and keeps its graph: terms and
+gradients equal the run without checkpointing (tests/test_checkpointing.py).
 """
 from __future__ import annotations
 

@@ -56,6 +56,8 @@ class AttentionGuidance:
         check(e, len(self.heads) > 0 and all(h >= 0 for h in self.heads),
               f"heads: give head indices >= 0, got {self.heads}")
         check(e, self.pattern != "matrix" or bool(self.matrix), "matrix: pattern 'matrix' needs a .npy file")
+        check(e, self.pattern == "matrix" or not self.matrix,
+              f"matrix: used only with pattern: matrix (pattern is '{self.pattern}')")
         finish(e)
         self.captured: list[str] = []
         self._set: TokenSet | None = None
@@ -82,7 +84,12 @@ class AttentionGuidance:
         elif self.pattern == "delimiter":
             self._set = _IdSet(delimiter_ids(tokenizer))
         elif self.pattern == "matrix":
-            self._matrix = torch.from_numpy(np.load(self.matrix, allow_pickle=False)).float()
+            try:
+                array = np.load(self.matrix, allow_pickle=False)
+                self._matrix = torch.from_numpy(np.asarray(array, dtype=np.float32))
+            except (OSError, ValueError, TypeError) as e:
+                raise GuidetuneError(f"matrix: cannot read '{self.matrix}' as a numeric .npy array "
+                                     f"({str(e).splitlines()[0]})") from None
             if self._matrix.ndim != 2:
                 raise GuidetuneError(f"matrix: expected a [query, key] array, got shape {tuple(self._matrix.shape)}")
 

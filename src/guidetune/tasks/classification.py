@@ -67,6 +67,7 @@ class Classification:
         self._rows: dict[str, list[tuple[str, str | None, str]]] = {}
         self._features: dict[str, list[dict]] = {}
         self.labels: list[str] = []
+        self.predictions: list[dict] = []
         self.tokenizer = None
 
     def _read(self, split: str) -> list[tuple[str, str | None, str]]:
@@ -150,9 +151,16 @@ class Classification:
         feats = self.dataset(split)
         logits = predict(model, feats, self.collate, batch_size)
         gold = [f["labels"] for f in feats]
+        rows = self._read(split)
         if self.regression:
-            return regression_metrics(gold, [float(x[0]) for x in logits])
+            scores = [float(x[0]) for x in logits]
+            self.predictions = [{"text": r[0], "text_pair": r[1], "gold": g, "pred": p}
+                                for r, g, p in zip(rows, gold, scores)]
+            return regression_metrics(gold, scores)
         preds = [int(x.argmax()) for x in logits]
+        self.predictions = [{"text": r[0], "text_pair": r[1], "gold": self.labels[g], "pred": self.labels[p],
+                             "logits": [round(float(v), 6) for v in x]}
+                            for r, g, p, x in zip(rows, gold, preds, logits)]
         pos = self.labels.index(self.positive_label) if self.positive_label in self.labels else len(self.labels) - 1
         out = classification_metrics(gold, preds, num_labels=len(self.labels), positive=pos)
         if self.glue_task and "mcc" in LAYOUTS[self.glue_task].metrics:
