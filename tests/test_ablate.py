@@ -170,4 +170,5 @@ def test_neurons_ablate_top_reports_each_concept_against_random_neurons(tmp_path
     assert res["draws"] == 2 and {"shift[STEM]", "shift[not STEM]"} <= set(res["metrics"])
     md = (out / "ablation" / "ablation.md").read_text()
     assert (out / "ablation" / "manifest.json").exists()
+    assert "| STEM | 3 | selectivity (concept − others) |" in md
     assert "| STEM | 3 | shift[STEM] |" in md and "| colors | 3 | shift[not colors] |" in md

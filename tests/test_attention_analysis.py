@@ -53,11 +53,11 @@ def test_models_of_different_shapes_are_refused(tmp_path, tiny_dirs):
     corpus = tmp_path / "c.txt"
     corpus.write_text("it is not here\n")
     with pytest.raises(GuidetuneError, match="the models differ in shape"):
-        AttentionAnalysis(models=[str(tiny_dirs["bert"]), "minilm"], corpus=str(corpus), out=str(tmp_path)).run()
+        AttentionAnalysis(models=[str(tiny_dirs["bert"]), "minilm"], corpus=str(corpus), out=str(tmp_path / "out")).run()
 
 
 def test_no_sentence_with_the_set_is_an_error(tmp_path, tiny_dirs):
     corpus = tmp_path / "c.txt"
     corpus.write_text("fine weather\n")
     with pytest.raises(GuidetuneError, match="no sentence contains a word of the token set 'negation'"):
-        AttentionAnalysis(models=[str(tiny_dirs["bert"])], corpus=str(corpus), out=str(tmp_path)).run()
+        AttentionAnalysis(models=[str(tiny_dirs["bert"])], corpus=str(corpus), out=str(tmp_path / "out")).run()

@@ -75,7 +75,10 @@ def fill(text: str, names: dict[str, str]) -> str:
 
 
 def snapshot(root):
-    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+    """Every file with its size and mtime, and every directory (whose own mtime changes when an entry is
+    created and removed again, which leaves nothing behind)."""
+    return sorted((str(p.relative_to(root)),) + ((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else ())
+                  for p in root.rglob("*"))
 
 
 T, V, E, S, R = "train", "validate", "eval", "sweep", "report"
@@ -122,7 +125,7 @@ CASES = [
     ("train-model-empty-dir", [T, "{ok}", "name=x9", "model.name={emptydir}"], "has no config.json"),
     ("train-model-corrupt", [T, "{ok}", "name=x10", "model.name={root}/corrupt_model"], "corrupt_model"),
     ("train-attention-matrix-object-npy", [T, "{ok}", "name=x11",
-                                           "regularizers=[{name: attention_guidance, matrix: {root}/object.npy}]"],
+                                           "regularizers=[{name: attention_guidance, pattern: matrix, matrix: {root}/object.npy}]"],
      "object.npy"),
     # --- validate
     ("validate-garbage", [V, "{root}/binary.yaml"], "not a UTF-8 text file"),
@@ -187,6 +190,19 @@ CASES = [
     ("landscape-steps-2", [*AL, "{run}", "--steps", "2", "--out", "{root}/l"], "steps: must be >= 3"),
     ("landscape-top-without-fisher", [*AL, "{run}", "--mask", "top", "--out", "{root}/l"], "needs --fisher"),
     ("landscape-out-is-file", [*AL, "{run}", "--out", "{root}/notes.txt"], "--out: "),
+    # --- fisher (the command line; the Fisher files themselves are tested in test_fisher.py)
+    ("fisher-model-missing", ["fisher", "./nowhere", "--data", "{root}/corpus.jsonl", "--objective", "mlm",
+                              "--out", "{root}/f.safetensors"], "./nowhere"),
+    ("fisher-objective", ["fisher", "{model}", "--data", "{root}/corpus.jsonl", "--objective", "mlmm",
+                          "--out", "{root}/f.safetensors"], "mlmm"),
+    ("fisher-data-missing", ["fisher", "{model}", "--data", "{root}/none.txt", "--objective", "task",
+                             "--out", "{root}/f.safetensors"], "none.txt"),
+    ("fisher-fraction-0", ["fisher", "{model}", "--data", "{train}", "--objective", "task",
+                           "--fraction", "0", "--out", "{root}/f.safetensors"], "--fraction"),
+    ("fisher-out-is-directory", ["fisher", "{model}", "--data", "{train}", "--objective", "task",
+                                 "--out", "{emptydir}"], "--out"),
+    ("fisher-reliability-text", ["fisher", "{model}", "--data", "{train}", "--objective", "task",
+                                 "--reliability", "x,y", "--out", "{root}/f.safetensors"], "--reliability"),
     # --- ls and the command line itself
     ("ls-unknown-registry", ["ls", "regularisers"], "invalid choice: 'regularisers'"),
     ("ls-layers-no-model", ["ls", "layers"], "give a model"),
@@ -214,7 +230,8 @@ def test_bad_input(ws, capsys, case, argv, expect):
     assert "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert fill(expect, names) in err, err
-    assert snapshot(root) == before, "files changed"
+    after = snapshot(root)
+    assert after == before, f"files changed: {sorted(set(after) ^ set(before))[:4]}"
 
 
 def test_the_table_is_large_and_distinct():

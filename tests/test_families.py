@@ -156,8 +156,9 @@ def train_data(tmp_path_factory):
     rows = [{"text": "the cat is not on the mat", "label": "neg"}, {"text": "a great day", "label": "pos"}] * 4
     text = "the cat is not on the mat\na great day for a walk\n" * 8
     (d / "lm.txt").write_text(text)
+    pairs = [{"source": "the cat is not on the mat", "target": "no cat"}, {"source": "a day", "target": "day"}]
     return {"train": write_jsonl(d / "train.jsonl", rows), "eval": write_jsonl(d / "eval.jsonl", rows[:2]),
-            "lm": d / "lm.txt"}
+            "lm": d / "lm.txt", "s2s": write_jsonl(d / "s2s.jsonl", pairs * 2)}
 
 
 @pytest.mark.parametrize("kind", TYPES)
@@ -167,14 +168,22 @@ def test_three_guided_training_steps_through_the_train_path(kind, tmp_path, trai
     from guidetune.models import available_heads
     from guidetune.runs import RunDir
 
-    model = _model(kind)
-    head = "classification" if "classification" in available_heads(model.config) else default_head(kind)
+    from guidetune.layers.families import family_for_type
+    from guidetune.testing import tiny_config as hf_config
+
+    fam = family_for_type(kind)
+    if fam.encoder_decoder:  # a BERT tokenizer has no EOS for BART's classification head: train seq2seq
+        head = "seq2seq_lm"
+    else:
+        head = "classification" if "classification" in available_heads(hf_config(kind)) else default_head(kind)
     save_tiny(kind, tmp_path / "model", head=head)
-    stack = "encoder" if "encoder" in family_of(model.config).stacks else "decoder"
-    task = ({"name": "classification", "train": str(train_data["train"]), "eval": str(train_data["eval"]),
-             "max_length": 12} if head == "classification" else
-            {"name": "causal_lm", "train": str(train_data["lm"]), "eval": str(train_data["lm"]), "block_size": 8,
-             "limit_blocks": 8})
+    stack = "encoder" if "encoder" in fam.stacks else "decoder"
+    task = {"classification": {"name": "classification", "train": str(train_data["train"]),
+                               "eval": str(train_data["eval"]), "max_length": 12},
+            "causal_lm": {"name": "causal_lm", "train": str(train_data["lm"]), "eval": str(train_data["lm"]),
+                          "block_size": 8, "limit_blocks": 8},
+            "seq2seq_lm": {"name": "seq2seq", "train": str(train_data["s2s"]), "eval": str(train_data["s2s"]),
+                           "num_beams": 1, "max_new_tokens": 2, "max_target_length": 6}}[head]
     regs = [{"name": "l1", "weight": 0.1, "layers": ["final"]},
             {"name": "attention_guidance", "weight": 1.0, "layers": [f"{stack}.first"], "heads": [1],
              "pattern": "first"}]

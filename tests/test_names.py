@@ -2,21 +2,29 @@ import pytest
 import torch
 
 from guidetune.errors import GuidetuneError
+from guidetune.layers.families import FAMILIES
 from guidetune.layers.names import LayerScheme, resolve
 from guidetune.testing import tiny_model
 
 SITES = ["out", "attn.out", "attn.probs", "ffn.act", "ffn.out"]
 
 
-@pytest.mark.parametrize("kind,stacks", [("bert", ["encoder"]), ("gpt2", ["decoder"]), ("llama", ["decoder"]),
-                                         ("t5", ["encoder", "decoder"])])
+def _families() -> list[tuple[str, list[str]]]:
+    """(first model type, stacks) of every family in the table: a new family is tested by its entry alone."""
+    return [(f.model_types[0], list(f.stacks)) for f in FAMILIES]
+
+
+@pytest.mark.parametrize("kind,stacks", _families())
 def test_every_family_has_the_canonical_sites(kind, stacks):
-    names = LayerScheme.from_model(tiny_model(kind)).names()
+    scheme = LayerScheme.from_model(tiny_model(kind))
+    names = scheme.names()
     for stack in stacks:
         for i in range(2):
             for site in SITES:
+                if site == "ffn.act" and scheme.family.experts_key:  # MoE: one ffn.act per expert
+                    site = "ffn.experts.0.act"
                 assert f"{stack}.layers.{i}.{site}" in names
-    if kind == "t5":
+    if scheme.family.encoder_decoder:
         assert "decoder.layers.1.cross_attn.probs" in names
         assert "encoder.layers.0.cross_attn.probs" not in names
     else:
@@ -57,11 +65,44 @@ def test_unknown_name_suggests_and_lists():
 
 
 def test_unsupported_model_type_is_named():
-    from transformers import DistilBertConfig, DistilBertModel
+    from transformers import GPTNeoConfig, GPTNeoModel
 
-    m = DistilBertModel(DistilBertConfig(vocab_size=100, dim=16, n_layers=1, n_heads=2, hidden_dim=32))
-    with pytest.raises(GuidetuneError, match="model type 'distilbert' has no canonical layer table"):
+    m = GPTNeoModel(GPTNeoConfig(vocab_size=100, hidden_size=16, num_layers=1, num_heads=2,
+                                 attention_types=[[["global"], 1]]))
+    with pytest.raises(GuidetuneError, match="model type 'gpt_neo' has no canonical layer table, so layer names"):
         LayerScheme.from_model(m)
+
+
+def test_moe_sites_per_expert_and_router():
+    s = LayerScheme.from_model(tiny_model("mixtral"))
+    assert s.expand("decoder.layers.0.ffn.experts.*.act") == [f"decoder.layers.0.ffn.experts.{e}.act" for e in range(3)]
+    assert s.expand("first.ffn.router") == ["decoder.layers.0.ffn.router"]
+    with pytest.raises(GuidetuneError, match=r"ffn.act does not exist in mixtral \(mixture of 3 experts\): use "
+                                             r"decoder.layers.0.ffn.experts.\{0..2\}.act"):
+        s.expand("decoder.layers.0.ffn.act")
+
+
+def test_albert_layers_are_calls_of_the_shared_layer(tok):
+    from guidetune.layers.capture import Capture
+
+    model = tiny_model("albert", num_hidden_layers=3).eval()
+    r = resolve(model, "encoder.layers.*")
+    assert [x.module for x in r] == [r[0].module] * 3 and [x.call for x in r] == [0, 1, 2]
+    inputs = dict(tok(["a small test", "two"], return_tensors="pt", padding=True))
+    with torch.no_grad(), Capture(model, "encoder.layers.*") as cap:
+        out = model(**inputs, output_hidden_states=True)
+    for i in range(3):
+        torch.testing.assert_close(cap[f"encoder.layers.{i}.out"], out.hidden_states[i + 1])
+
+
+def test_unavailable_attention_is_one_line_naming_the_type_and_what_is_available():
+    s = LayerScheme.from_model(tiny_model("falcon", alibi=True))
+    assert not any(n.endswith("attn.probs") for n in s.names())
+    with pytest.raises(GuidetuneError) as e:
+        s.expand("decoder.layers.0.attn.probs")
+    msg = str(e.value)
+    assert msg.startswith("attn.probs is not available for falcon: Falcon with alibi=true") and "\n" not in msg
+    assert msg.endswith("Available sites: out, attn.out, ffn.act, ffn.out")
 
 
 def _capture_all(model, names, inputs):
@@ -72,20 +113,21 @@ def _capture_all(model, names, inputs):
     return {n: cap[n] for n in names}
 
 
-@pytest.mark.parametrize("kind", ["bert", "gpt2", "t5", "llama"])
+@pytest.mark.parametrize("kind", [f.model_types[0] for f in FAMILIES if not f.experts_key])
 def test_names_resolve_to_the_same_tensors_after_lora(kind, tok):
     from peft import LoraConfig, get_peft_model
 
-    model = tiny_model(kind, head="encoder" if kind != "t5" else "seq2seq_lm").eval()
+    model = tiny_model(kind).eval()
     names = LayerScheme.from_model(model).names()
     inputs = dict(tok(["a small test", "two"], return_tensors="pt", padding=True))
     inputs.pop("token_type_ids")
-    if kind == "t5":
-        inputs["decoder_input_ids"] = torch.zeros(2, 3, dtype=torch.long)
+    if LayerScheme.from_model(model).family.encoder_decoder:
+        inputs["decoder_input_ids"] = torch.full((2, 3), 2, dtype=torch.long)
     before = _capture_all(model, names, inputs)
-    # LoRA everywhere it can go, including the FFN output projection the ffn.* names hook.
-    targets = {"bert": ["query", "value", "dense"], "gpt2": ["c_attn", "c_proj"], "t5": ["q", "v", "wo"],
-               "llama": ["q_proj", "k_proj", "down_proj"]}[kind]
+    # LoRA on the family's default targets plus the FFN output projection the ffn.* names hook.
+    fam = LayerScheme.from_model(model).family
+    down = fam.sites[names[0].split(".")[0]]["ffn.act"].path.split(".")[-1]
+    targets = list(fam.lora_targets) + [down]
     wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=targets))
     after = _capture_all(wrapped, names, inputs)  # LoRA's B starts at 0: same function, same tensors
     for n in names:

@@ -119,3 +119,40 @@ def test_other_families(tmp_path, tiny_dirs, kind):
     res = NeuronAnalysis(models=[str(tiny_dirs[kind])], corpus=corpus, concepts=conc, layer=layer,
                          out=str(tmp_path / kind)).run()
     assert res["models"][kind]["neurons"] == (128 if kind == "gpt2" else 64)
+
+
+def test_which_tokens_count_skip_tokens(tok, tiny_dirs):
+    from guidetune.analysis.neurons import collect, skipped_ids
+    from guidetune.testing import tiny_model
+
+    model = tiny_model("bert").eval()
+    texts = ["the \u2603 car"]  # [CLS] the [UNK] car [SEP]
+    assert tok.convert_ids_to_tokens(tok(texts[0])["input_ids"]) == ["[CLS]", "the", "[UNK]", "car", "[SEP]"]
+    kw = Keywords({"c": ["car"]})
+    counted = {}
+    for policy in ("special", "none", "[CLS],[SEP],[UNK]"):
+        c, _ = collect(model, tok, [texts], "encoder.layers.0.ffn.act", kw, skip_tokens=policy)
+        counted[policy] = c.tokens
+    assert counted == {"special": 3, "none": 5, "[CLS],[SEP],[UNK]": 2}  # [UNK] is a word: it counts by default
+    assert tok.convert_ids_to_tokens(skipped_ids(tok, "special")) == ["[CLS]", "[SEP]"]  # sorted by id
+    with pytest.raises(GuidetuneError, match=r"--skip-tokens: '<s>' is not a token of this tokenizer"):
+        skipped_ids(tok, "<s>,[SEP]")
+
+
+def test_output_says_what_produced_it_and_warns_on_threshold_0_with_gelu(tmp_path, tiny_dirs, caplog):
+    import hashlib
+
+    corpus, conc = _files(tmp_path)
+    res = NeuronAnalysis(models=[str(tiny_dirs["bert"])], corpus=corpus, concepts=conc, skip_tokens="none",
+                         layer="encoder.layers.1.ffn.act", out=str(tmp_path / "o")).run()
+    assert "threshold 0 with a gelu activation" in caplog.text
+    saved = json.loads((tmp_path / "o" / "summary.json").read_text())
+    by = saved["produced_by"]
+    assert by["layer"] == "encoder.layers.1.ffn.act" and by["threshold"] == 0.0 and by["skip_tokens"] == "none"
+    assert by["corpus"]["path"] == corpus
+    assert by["corpus"]["sha256"] == hashlib.sha256(open(corpus, "rb").read()).hexdigest()
+    assert res["models"]["bert"]["activation"] == "gelu" and res["models"]["bert"]["skipped_tokens"] == []
+    caplog.clear()
+    NeuronAnalysis(models=[str(tiny_dirs["bert"])], corpus=corpus, concepts=conc, quantile=0.9,
+                   layer="encoder.layers.1.ffn.act", out=str(tmp_path / "q")).run()
+    assert "threshold 0" not in caplog.text

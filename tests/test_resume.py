@@ -150,4 +150,4 @@ def test_a_run_that_failed_before_its_first_step_restarts_with_the_fixed_config(
     saved = (run / "config.yaml").read_text()
     assert "encoder.final" in saved and "layers.9" not in saved
     assert json.loads((run / "results.json").read_text())["train"]["steps"] == 2
-    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()][0] == 1
+    assert 0.7 not in [json.loads(x).get("loss") for x in (run / "metrics.jsonl").read_text().splitlines()]

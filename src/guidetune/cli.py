@@ -97,7 +97,10 @@ def cmd_sweep(a) -> int:
             seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
         except ValueError:
             raise ConfigError([f"--seeds: expected comma-separated integers such as 0,1,2, got '{a.seeds}'"])
-    out = run_sweep(a.sweep, dry_run=a.dry_run, seeds=seeds, rerun_changed=a.rerun_changed)
+    from .sweep_exec import parse_slurm_options
+
+    out = run_sweep(a.sweep, dry_run=a.dry_run, seeds=seeds, rerun_changed=a.rerun_changed, workers=a.workers,
+                    launcher=a.launcher, slurm=parse_slurm_options(a.slurm))
     if not a.dry_run:
         print((out / "summary.md").read_text())
         print(f"written: {out}/summary.md, summary.csv, runs.csv, summary.png")
@@ -169,9 +172,37 @@ def cmd_analyze_ablate(a) -> int:
     return 0
 
 
+def _check_fisher_args(a) -> None:
+    """Command-line values checked before any model or data is loaded (the estimate can take hours)."""
+    errors = []
+    if a.fraction is not None and not 0 < a.fraction <= 1:
+        errors.append(f"--fraction: must be in (0, 1], got {a.fraction}")
+    for name in ("max_samples", "batch_size", "max_length"):
+        value = getattr(a, name, None)
+        if value is not None and value < 1:
+            errors.append(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
+    if a.reliability:
+        try:
+            fracs = [float(x) for x in a.reliability.split(",")]
+        except ValueError:
+            fracs = None
+        if not fracs or not all(0 < f <= 1 for f in fracs):
+            errors.append(f"--reliability: expected comma-separated fractions in (0, 1] such as 0.1,0.5,1, "
+                          f"got '{a.reliability}'")
+    out = Path(a.out)
+    if out.is_dir():
+        errors.append(f"--out: '{out}' is a directory; give a file name such as {out / 'fisher.safetensors'}")
+    blocker = next((p for p in out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        errors.append(f"--out: cannot write '{out}': '{blocker}' is a file, not a directory")
+    if errors:
+        raise ConfigError(errors)
+
+
 def cmd_fisher(a) -> int:
     from .analysis.fisher_cmd import run_fisher
 
+    _check_fisher_args(a)
     res = run_fisher(a)
     print(f"Fisher from {res['n']} samples written: {res['out']} (+ {Path(res['out']).with_suffix('.json').name})")
     if "plot" in res:
@@ -258,6 +289,13 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", help="comma-separated seeds replacing the file's (e.g. 0,1 first, all later)")
     sw.add_argument("--rerun-changed", action="store_true",
                     help="run again the runs made with another configuration or data (else: stop and list them)")
+    sw.add_argument("--workers", type=int, default=1, help="runs at once on this machine, each in its own process "
+                    "with its own GPU (CUDA_VISIBLE_DEVICES) or share of the CPU cores (default 1)")
+    sw.add_argument("--launcher", default="local", choices=["local", "slurm"],
+                    help="slurm: one SLURM job per run through submitit (pip install guidetune[slurm])")
+    sw.add_argument("--slurm", action="append", metavar="KEY=VALUE",
+                    help="submitit parameter for --launcher slurm, e.g. timeout_min=120, gpus_per_node=1, "
+                    "slurm_partition=gpu (repeatable)")
     sw.set_defaults(fn=cmd_sweep)
 
     rp = sub.add_parser("report", help="one self-contained HTML report over run directories")

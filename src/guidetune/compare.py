@@ -161,12 +161,14 @@ def _aligned(runs: list[Run], metric: str) -> list[np.ndarray]:
         if it.keys == ref.keys:
             out.append(it.components)
             continue
-        if len(it.keys) != len(ref.keys) or set(it.keys) != set(order):
-            extra = next((k for k in it.keys if k not in order), None) or next(k for k in ref.keys if k not in set(it.keys))
+        if len(it.keys) != len(ref.keys) or set(it.keys) != set(order) or len(order) != len(ref.keys):
+            extra = (next((k for k in it.keys if k not in order), None)
+                     or next((k for k in ref.keys if k not in set(it.keys)), None))
+            why = (f"e.g. {str(extra[0])[:60]!r} is in one only" if extra else
+                   "the same questions in another order, with repeats that cannot be matched")
             raise GuidetuneError(
                 f"compare: {r.path} and {runs[0].path} were evaluated on different items for '{metric}' "
-                f"({len(it.keys)} vs {len(ref.keys)}; e.g. {str(extra[0])[:60]!r} is in one only); paired "
-                "statistics need the same test items")
+                f"({len(it.keys)} vs {len(ref.keys)}; {why}); paired statistics need the same test items")
         perm = np.array([order[k] for k in it.keys])
         arr = np.empty_like(it.components)
         arr[perm] = it.components

@@ -43,8 +43,8 @@ class ModelSpec:
 
 @dataclass
 class FinetuneSpec:
-    mode: Literal["full", "head", "last_layer", "lora", "adapter"] = field(
-        default="full", metadata={"help": "which parameters train"})
+    mode: Literal["full", "head", "last_layer", "lora", "qlora", "adapter"] = field(
+        default="full", metadata={"help": "which parameters train (qlora: 4-bit base + LoRA, needs a CUDA GPU)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
     lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
@@ -52,6 +52,10 @@ class FinetuneSpec:
         default=None, metadata={"help": "module names LoRA adapts; default: the attention q/v projections"})
     adapter_reduction_factor: int = field(default=16, metadata={"help": "bottleneck = hidden / this"})
     freeze_embeddings: bool = field(default=False, metadata={"help": "keep input embeddings frozen in full mode"})
+    qlora_quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={"help": "qlora: 4-bit data type"})
+    qlora_double_quant: bool = field(default=True, metadata={"help": "qlora: quantize the quantization constants"})
+    qlora_compute_dtype: Literal["bfloat16", "float16", "float32"] = field(
+        default="bfloat16", metadata={"help": "qlora: dtype the 4-bit layers compute in"})
 
     def __post_init__(self):
         e: list[str] = []

@@ -58,7 +58,13 @@ def prepare(cfg: ExperimentConfig):
     if cfg.model.head != task.head and not (task.head == "any"):
         raise GuidetuneError(f"model.head: task '{cfg.task.name}' needs head '{task.head}', got '{cfg.model.head}'")
     num_labels = task.num_labels() if cfg.model.head == "classification" else None
-    model, tokenizer = load_model(cfg.model, num_labels=num_labels, problem_type=getattr(task, "problem_type", None))
+    quant = {}
+    if cfg.finetune.mode == "qlora":
+        from .finetune.modes import qlora_load_kwargs
+
+        quant = qlora_load_kwargs(cfg.finetune)
+    model, tokenizer = load_model(cfg.model, num_labels=num_labels, problem_type=getattr(task, "problem_type", None),
+                                  **quant)
     task.setup(tokenizer)
     if hasattr(task, "bind_model"):  # token limits clamped to the model's positions (guidetune.evaluation.scoring)
         task.bind_model(model)
@@ -175,6 +181,10 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
         from .finetune.trainer import check_checkpointing
 
         check_checkpointing(cfg.model)
+    if cfg.finetune.mode == "qlora":
+        from .finetune.modes import require_qlora
+
+        require_qlora()
     main = args.process_index == 0
     if main:
         if state in ("restart", "changed"):

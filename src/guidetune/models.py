@@ -111,7 +111,7 @@ def load_tokenizer(spec: ModelSpec):
 
 
 def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str | None = None,
-               device_map: str | dict | None = None, dtype: str | None = None):
+               device_map: str | dict | None = None, dtype: str | None = None, quantization_config=None):
     """(model, tokenizer) for ``spec``; ``num_labels``/``problem_type`` configure a classification head.
 
     ``device_map`` (e.g. "auto") is handed to ``from_pretrained``: accelerate then spreads the weights over
@@ -140,6 +140,8 @@ def load_model(spec: ModelSpec, num_labels: int | None = None, problem_type: str
     )
     if device_map is not None:
         kwargs["device_map"] = device_map
+    if quantization_config is not None:  # finetune.mode qlora (guidetune.finetune.modes.qlora_load_kwargs)
+        kwargs["quantization_config"] = quantization_config
     if spec.attn_implementation:
         kwargs["attn_implementation"] = spec.attn_implementation
     if resized:

@@ -11,8 +11,8 @@ import html
 import io
 from pathlib import Path
 
-import yaml
 
+from .config import read_yaml
 from .errors import GuidetuneError
 from .runs import RunDir, atomic_write
 
@@ -83,7 +83,7 @@ def write_report(run_dirs: list[str], out: str | Path) -> Path:
         run = RunDir(d)
         if not run.exists():
             raise GuidetuneError(f"not a run directory (no config.yaml): '{d}'")
-        runs.append((run.path.name, run, yaml.safe_load(run.config.read_text())))
+        runs.append((run.path.name, run, read_yaml(run.config)))
     metrics = sorted({k for _, r, _ in runs if r.finished() for k, v in r.read_results().get("metrics", {}).items()
                       if isinstance(v, (int, float))})
     rows = []

@@ -124,12 +124,15 @@ def plan(path: str | Path, seeds: list[int] | None = None) -> tuple[SweepSpec, l
 
 
 def run_sweep(path: str | Path, dry_run: bool = False, seeds: list[int] | None = None,
-              rerun_changed: bool = False) -> Path:
+              rerun_changed: bool = False, workers: int = 1, launcher: str = "local", slurm: dict | None = None,
+              cluster: str | None = None) -> Path:
     """Run every cell not finished with its current configuration. A cell finished (or started) with
     another configuration or other data is reported, and re-run only with ``rerun_changed``; without
     it the sweep stops before training anything, so no summary mixes old and new configurations."""
-    from .experiment import run_state, run_training
+    from .experiment import run_state
+    from .sweep_exec import check_launcher, execute
 
+    check_launcher(workers, launcher)  # --workers 0, or slurm without submitit: before anything runs
     spec, runs = plan(path, seeds)
     out = runs[0].config.run_dir.parent
     states = [run_state(r.config) for r in runs]
@@ -142,10 +145,9 @@ def run_sweep(path: str | Path, dry_run: bool = False, seeds: list[int] | None =
         raise GuidetuneError(f"sweep: {len(changed)} run(s) were made with another configuration or data "
                              f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); pass "
                              "--rerun-changed to run them again")
-    for r, (state, _) in zip(runs, states):
-        if dry_run or state == "done":
-            continue
-        run_training(r.config, resume=state == "resume", rerun_changed=state == "changed")
+    todo = [(r.config.to_dict(), r.config.source, state == "resume", state == "changed")
+            for r, (state, _) in zip(runs, states) if not dry_run and state != "done"]
+    execute(todo, workers, launcher, folder=out, slurm=slurm, cluster=cluster)  # guidetune.sweep_exec
     if not dry_run:
         summarize(out, runs, spec.metrics)
         if spec.plot:

@@ -26,6 +26,18 @@ def _missing_paths(where: str, params: dict) -> list[str]:
     return out
 
 
+def _check_safetensors(model_dir: str) -> None:
+    """Read the header of every safetensors file of a local model (cheap; a torn or foreign file fails)."""
+    from safetensors import SafetensorError, safe_open
+
+    for f in sorted(Path(model_dir).glob("*.safetensors")) if Path(model_dir).is_dir() else []:
+        try:
+            with safe_open(str(f), "pt") as st:
+                st.keys()
+        except (SafetensorError, OSError) as e:
+            raise GuidetuneError(f"model.name: '{f}' is not a readable safetensors file ({e})") from None
+
+
 def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
     """All problems with a config file, one line each (empty when it is valid). Loads no weights."""
     try:
@@ -59,13 +71,18 @@ def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
                 errors.append(f"regularizers[{i}].{key}: file not found '{spec.params[key]}'")
     if cfg.train.data_fraction < 1 and getattr(task, "pairs", "none") != "none":
         errors.append("train.data_fraction: cannot sub-sample a paired training set; lower task.max_pairs instead")
-    try:  # what train's model loading refuses: no weights, or pickled weights without allow_pickle
+    try:  # what train's model loading refuses: no weights, pickled weights without allow_pickle, bad files
         from .models import check_weights, resolve_name
 
-        check_weights(resolve_name(cfg.model.name), cfg.model.allow_pickle)
+        model_dir = resolve_name(cfg.model.name)
+        check_weights(model_dir, cfg.model.allow_pickle)
+        _check_safetensors(model_dir)
     except GuidetuneError as e:
         if str(e) not in errors:
             errors.append(str(e))
+    blocker = next((p for p in [Path(cfg.output_dir), *Path(cfg.output_dir).parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        errors.append(f"output_dir: cannot write runs under '{cfg.output_dir}': '{blocker}' is a file, not a directory")
     if getattr(task, "head", cfg.model.head) not in (cfg.model.head, "any"):
         errors.append(f"model.head: task '{cfg.task.name}' needs head '{task.head}', got '{cfg.model.head}'")
     if getattr(task, "pairs", "none") != "none" and (cfg.train.batch_size < 2 or cfg.train.batch_size % 2):

@@ -410,7 +410,20 @@ def ablate_concepts(a) -> str:
         return _concept_rows(a, model, tok, task, evaluate, concepts, reference, out)
 
 
+def _selectivity(c: str, k: int, inside: dict, outside: dict) -> str:
+    """Row: change on the concept's sentences minus the change on the others, ablated vs per control draw."""
+    sel = inside["delta"] - outside["delta"]
+    if "control_deltas" not in inside:
+        return f"| {c} | {k} | selectivity (concept − others) | — | {sel:+.4f} | — | — |"
+    cs = np.array(inside["control_deltas"]) - np.array(outside["control_deltas"])
+    sd = cs.std(ddof=1) if cs.size > 1 else 0.0
+    return (f"| {c} | {k} | selectivity (concept − others) | — | {sel:+.4f} | {cs.mean():+.4f} ± {sd:.4f} | "
+            f"{np.mean(cs >= sel - 1e-12):.0%} |")
+
+
 def _concept_rows(a, model, tok, task, evaluate, concepts, reference, out: Path) -> str:
+    from .ablate_units import neuron_file_units
+
     rows = []
     for c in concepts:
         ids, layer = neuron_file_units(a.out, a.ablate_top, c, f"--ablate-top {a.ablate_top} ({c})")
@@ -426,6 +439,8 @@ def _concept_rows(a, model, tok, task, evaluate, concepts, reference, out: Path)
                 ctl = f"{r['control_mean']:+.4f} ± {r['control_sd']:.4f}" if "control_mean" in r else "—"
                 share = f"{r['control_at_least']:.0%}" if "control_mean" in r else "—"
                 rows.append(f"| {c} | {len(ids)} | {k} | {r['before']:.4f} | {r['delta']:+.4f} | {ctl} | {share} |")
+        if task is None and all(k in res["metrics"] for k in keys):
+            rows.append(_selectivity(c, len(ids), *(res["metrics"][k] for k in keys)))
     md = "\n".join([f"Ablating each concept's top-{a.ablate_top} neurons ({a.ablate_method}) vs {a.draws} draws of as "
                     "many random neurons of the same layer:", "",
                     "| concept | neurons | metric | before | change (top-K ablated) | change (random K), mean ± sd | "

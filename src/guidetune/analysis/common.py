@@ -67,9 +67,13 @@ def read_corpus(path: str, text_field: str = "text", label_field: str | None = "
             if text.strip():
                 yield rec.line, text.strip(), rec.values.get(fm.names["label"]) if fm.has("label") else None
         return
+    seen = False
     for i, line in records.read_lines(p, "--corpus", encoding):
         if line.strip():
+            seen = True
             yield i, line.strip(), None
+    if not seen:
+        raise GuidetuneError(f"--corpus: the corpus is empty ({p} has no text, only blank lines)")
 
 
 def batched(it, n: int):

@@ -57,6 +57,7 @@ class PerSampleSquaredGrads:
         self.keep_sums = False  # probe: also keep the unsquared per-sample gradients
         self.sums: dict[int, torch.Tensor] = {}
         self._paused = False
+        self.direct: dict[str, nn.Parameter] = {}  # estimated by autograd on the parameter (batch of one)
 
     # -- recording ---------------------------------------------------------------------------------------
     def __enter__(self):
@@ -86,7 +87,7 @@ class PerSampleSquaredGrads:
             # flows back is per sample instead of summed over the batch.
             out = out.expand(b, *out.shape[1:])
             broadcast = True
-        rec = {"module": module, "kind": kind, "args": args, "kwargs": kwargs, "broadcast": broadcast}
+        rec = {"module": module, "kind": kind, "args": args, "kwargs": kwargs, "broadcast": broadcast, "out": out}
         self._records.append(rec)
         if out.requires_grad:
             out.register_hook(lambda g: rec.__setitem__("grad", g.detach()))
@@ -135,6 +136,11 @@ class PerSampleSquaredGrads:
                 else:
                     dense += c[1]
             self._add(p, ("dense", dense), b)
+
+    def outputs(self) -> list[torch.Tensor]:
+        """Every recorded module output: a backward to these (not to the parameters) fires all the hooks
+        without spending time on the parameters' own batch gradients, which are not needed."""
+        return [r["out"] for r in self._records if r["out"].requires_grad]
 
     def _owned(self, m, kind):
         return [p for p in m.parameters(recurse=False) if id(p) in self.by_id]
@@ -210,11 +216,13 @@ def _patch_embedding(psg: PerSampleSquaredGrads):
         nn.Embedding.forward = orig
 
 
-def probe(model: nn.Module, params: dict[str, nn.Parameter], nll_of_one) -> list[str]:
-    """Names of parameters whose per-sample gradient cannot be formed, checked numerically on one sample.
+def probe(model: nn.Module, params: dict[str, nn.Parameter], nll_of_one) -> tuple[list[str], list[str]]:
+    """Every rule checked numerically on one sample against autograd: (wrong, direct) parameter names.
 
-    ``nll_of_one()`` runs the model on one sample and returns its [1] negative log-likelihood. A parameter
-    that receives a gradient but no rule fired for it, or whose rule disagrees with autograd, is listed.
+    ``nll_of_one()`` runs the model on one sample and returns its [1] negative log-likelihood. ``wrong``:
+    a rule fired and disagrees (refused). ``direct``: the parameter gets a gradient but no module call
+    used it (read as ``.weight`` outside its module's forward, like DeBERTa's relative embeddings); those
+    are estimated exactly with a batch of one sample (autograd on the parameter itself).
     """
     psg = PerSampleSquaredGrads(model, params)
     psg.keep_sums = True
@@ -224,7 +232,7 @@ def probe(model: nn.Module, params: dict[str, nn.Parameter], nll_of_one) -> list
         names = list(params)
         grads = torch.autograd.grad(nll.sum(), [params[n] for n in names], allow_unused=True, retain_graph=False)
         psg.accumulate(1)
-    bad = []
+    bad, direct = [], []
     # Exactly-zero gradients (attention key biases) come out as rounding noise: judged against the model's scale
     top = max((float(g.abs().max()) for g in grads if g is not None and g.numel()), default=1.0)
     for n, g in zip(names, grads):
@@ -234,11 +242,11 @@ def probe(model: nn.Module, params: dict[str, nn.Parameter], nll_of_one) -> list
         got = psg.sums.get(id(params[n]))
         if got is None:
             if float(g.abs().max()) > 1e-3 * scale:
-                bad.append(n)
+                direct.append(n)
             continue
         if float((got - g.double()).abs().max()) > 1e-3 * scale:
             bad.append(n)
-    return bad
+    return bad, direct
 
 
 def structural_rules(model: nn.Module) -> dict[str, str]:

@@ -141,16 +141,18 @@ def _batch(tok, samples, objective, seed, start, device):
     return to_device(batch, device)
 
 
-def check_supported(model, tok, sample: dict, objective: str, params=None) -> None:
-    """Refuse, before estimating, the parameters whose per-sample gradient cannot be formed (one line)."""
+def check_supported(model, tok, sample: dict, objective: str, params=None) -> list[str]:
+    """Refuse, before estimating, the parameters whose per-sample gradient cannot be formed (one line);
+    returns those that need a batch of one (used outside their module's forward)."""
     hf = unwrap(model)
     params = params or {n: p for n, p in hf.named_parameters() if p.requires_grad}
     dev = next(hf.parameters()).device
-    bad = probe(hf, params, lambda: per_sample_nll(model, _batch(tok, [sample], objective, 0, 0, dev), objective))
+    bad, direct = probe(hf, params, lambda: per_sample_nll(model, _batch(tok, [sample], objective, 0, 0, dev), objective))
     if bad:
         raise GuidetuneError(f"fisher: no per-sample rule for {len(bad)} parameters of this "
                              f"{getattr(hf.config, 'model_type', type(hf).__name__)} model: {', '.join(bad[:8])}"
                              + (" ..." if len(bad) > 8 else ""))
+    return direct
 
 
 def supported(model, objective: str | None = None) -> tuple[bool, list[str]]:
@@ -174,7 +176,7 @@ def supported(model, objective: str | None = None) -> tuple[bool, list[str]]:
     training = hf.training
     hf.eval()
     try:
-        bad = probe(hf, params, loss)
+        bad, _ = probe(hf, params, loss)
     finally:
         hf.train(training)
         for n, p in params.items():
@@ -198,8 +200,12 @@ def estimate(model, tok, samples: list[dict], objective: str, batch_size: int = 
     dev = next(hf.parameters()).device
     rank, world = _world()
     try:
-        check_supported(model, tok, samples[0], objective, params)
+        direct = check_supported(model, tok, samples[0], objective, params)
         psg = PerSampleSquaredGrads(hf, params)
+        psg.direct = {n: params[n] for n in direct}
+        if direct and batch_size > 1:
+            log.info("fisher: %s used outside a module call; one sample at a time", ", ".join(direct))
+            batch_size = 1
         if psg.needs_single and batch_size > 1:
             log.info("fisher: T5's relative position bias is shared by the whole batch; one sample at a time")
             batch_size = 1
@@ -218,7 +224,6 @@ def estimate(model, tok, samples: list[dict], objective: str, batch_size: int = 
 
 
 def _run(model, tok, samples, objective, batch_size, seed, snapshots, progress, psg, dev, rank, world):
-    embeddings = [m for m in unwrap(model).modules() if isinstance(m, torch.nn.Embedding)]
     out, done, index = {}, 0, 0
     bar = tqdm(total=snapshots[-1], desc="fisher", unit="sample", disable=not progress or rank != 0)
     try:
@@ -227,7 +232,7 @@ def _run(model, tok, samples, objective, batch_size, seed, snapshots, progress, 
             mine = index % world == rank  # the batches one process would form, dealt out in turn
             index += 1
             if mine:
-                _one_batch(model, tok, samples[done:stop], objective, seed, done, dev, psg, embeddings)
+                _one_batch(model, tok, samples[done:stop], objective, seed, done, dev, psg)
             bar.update(stop - done)
             done = stop
             if done in snapshots:
@@ -237,23 +242,19 @@ def _run(model, tok, samples, objective, batch_size, seed, snapshots, progress, 
     return out
 
 
-def _one_batch(model, tok, samples, objective, seed, start, dev, psg, embeddings):
+def _one_batch(model, tok, samples, objective, seed, start, dev, psg):
     batch = _batch(tok, samples, objective, seed, start, dev)
-    emb_out: list[torch.Tensor] = []
     psg.batch_size = len(samples)
     with psg:
-        # registered after psg's own recording, so these see the (possibly per-sample expanded) outputs
-        hooks = [m.register_forward_hook(lambda m, a, o: emb_out.append(o)) for m in embeddings]
         try:
             nll = per_sample_nll(model, batch, objective)
         except MixedBatch as e:
             raise GuidetuneError(f"fisher: {e}'s output has no batch dimension for this input; use --batch-size 1") from None
-        finally:
-            for h in hooks:
-                h.remove()
-        # Gradients w.r.t. the embedding outputs reach every module output (the hooks fire) without spending
-        # time on the parameters' own batch gradients, which are not needed.
-        torch.autograd.grad(nll.sum(), [e for e in emb_out if e.requires_grad], allow_unused=True)
+        direct = list(psg.direct.values())
+        grads = torch.autograd.grad(nll.sum(), psg.outputs() + direct, allow_unused=True)
+        for n, g in zip(psg.direct, grads[len(grads) - len(direct):]):
+            if g is not None:  # batch of one: the batch gradient is the sample's
+                psg.totals[n] += g.double().square()
         psg.accumulate(len(samples))
 
 

@@ -69,6 +69,17 @@ class NeuronAnalysis:
     dtype: str | None = field(default=None, metadata={"help": "float32 | bfloat16 | float16 (default: float32)"})
     device_map: str | None = field(default=None, metadata={"help": "'auto': spread a large model (accelerate)"})
 
+    def __post_init__(self):
+        from ..spec import check, finish
+
+        e: list[str] = []
+        check(e, self.quantile is None or 0 < self.quantile < 1, f"--quantile: must be in (0, 1), got {self.quantile}")
+        check(e, 0 <= self.sentence_fraction <= 1,
+              f"--sentence-fraction: must be in [0, 1], got {self.sentence_fraction}")
+        for name in ("top_k", "batch_size", "calibration", "max_length"):
+            check(e, getattr(self, name) > 0, f"--{name.replace('_', '-')}: must be > 0, got {getattr(self, name)}")
+        finish(e)
+
     def run(self) -> dict:
         """Write the analysis to ``out`` as one output set (temp directory renamed into place, manifest last)."""
         from ..devices import resolve_device

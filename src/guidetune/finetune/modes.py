@@ -1,9 +1,12 @@
-"""Which parameters train: full | head | last_layer | lora (PEFT) | adapter (AdapterHub bottleneck).
+"""Which parameters train: full | head | last_layer | lora | qlora (PEFT) | adapter (AdapterHub bottleneck).
 
 ``head`` trains only the task head (plus BERT's pooler, which only the head uses); ``last_layer`` the
 final block of the stack that feeds the head, the final norm and the head; ``lora`` wraps the model
 with PEFT LoRA on the attention projections; ``adapter`` adds a Pfeiffer-style sequential bottleneck
 adapter (AdapterHub ``SeqBnConfig``, as in the SpARC paper) after each FFN and trains it plus the head.
+``qlora`` loads the base weights in 4 bit (bitsandbytes NF4 through transformers' ``BitsAndBytesConfig``,
+:func:`qlora_load_kwargs`), prepares them with PEFT's ``prepare_model_for_kbit_training`` and adds the
+same LoRA as ``lora``; it needs the optional extra ``pip install guidetune[qlora]`` and a CUDA GPU.
 """
 from __future__ import annotations
 
@@ -69,7 +72,13 @@ def apply_mode(model: nn.Module, spec: FinetuneSpec, head: str) -> nn.Module:
         if out_emb is not None and out_emb.weight is model.get_input_embeddings().weight:
             log.info("the LM head is tied to the input embeddings, so training the head trains the embeddings too")
         return model
-    if spec.mode == "lora":
+    if spec.mode == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        # Casts norms/head to float32 and freezes the 4-bit base; checkpointing is the Trainer's
+        # (train.gradient_checkpointing, non-reentrant), so PEFT does not switch on its reentrant kind.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if spec.mode in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
         task_type = _PEFT_TASK[head]
@@ -102,6 +111,38 @@ def apply_mode(model: nn.Module, spec: FinetuneSpec, head: str) -> nn.Module:
         _set_trainable(head_modules(model))
         return model
     raise ValueError(f"unknown fine-tune mode {spec.mode!r}")
+
+
+QLORA_HINT = "finetune.mode: qlora needs bitsandbytes with a CUDA GPU: pip install guidetune[qlora]"
+
+
+def require_qlora() -> None:
+    """One-line error unless bitsandbytes and a CUDA GPU are both here (checked before a run is written)."""
+    import importlib.util
+
+    import torch
+
+    from ..errors import GuidetuneError
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise GuidetuneError(f"{QLORA_HINT} (bitsandbytes is not installed)")
+    if not torch.cuda.is_available():
+        raise GuidetuneError(f"{QLORA_HINT} (torch sees no CUDA GPU here; use finetune.mode=lora on this machine)")
+
+
+def qlora_load_kwargs(spec: FinetuneSpec) -> dict:
+    """``from_pretrained`` arguments that load the base model in 4 bit on this process's GPU."""
+    import os
+
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    require_qlora()
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.qlora_quant_type,
+                               bnb_4bit_use_double_quant=spec.qlora_double_quant,
+                               bnb_4bit_compute_dtype=getattr(torch, spec.qlora_compute_dtype))
+    # Under torchrun / accelerate each process loads its own copy onto its own GPU.
+    return {"quantization_config": quant, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
 
 
 def parameter_report(model: nn.Module) -> dict[str, float]:
@@ -139,7 +180,7 @@ def save_finetuned(model: nn.Module, tokenizer, directory: str | Path, mode: str
             unwrap(model).save_pretrained(tmp, safe_serialization=True)
         else:
             save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-            if mode == "lora":
+            if mode in ("lora", "qlora"):
                 model.save_pretrained(tmp / "peft")
             elif mode == "adapter":
                 model.save_adapter(str(tmp / "adapter"), ADAPTER_NAME)

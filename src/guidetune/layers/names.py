@@ -86,14 +86,32 @@ def has_table(config: Any) -> bool:
     return getattr(config, "model_type", None) in supported_types()
 
 
+# Inner-module attributes of torch's FSDP (1), activation-checkpoint and torch.compile wrappers: they
+# appear in module and parameter paths of a wrapped model and are removed by strip_wrappers().
+WRAPPER_SEGMENTS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
+
+
+def strip_wrappers(path: str) -> str:
+    """A module/parameter path of a wrapped model with the wrappers' own segments removed."""
+    return ".".join(seg for seg in path.split(".") if seg not in WRAPPER_SEGMENTS)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
-    """The Hugging Face model inside DDP / PEFT wrappers (AdapterHub modifies the model in place)."""
+    """The Hugging Face model inside DDP / FSDP / DeepSpeed / activation-checkpoint / torch.compile / PEFT
+    wrappers (AdapterHub modifies the model in place; FSDP2's fully_shard too). Blocks wrapped one by one
+    (FSDP auto-wrap) forward attribute access to the block, so canonical names resolve through them."""
     while True:
         if hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module) and type(model).__name__ in (
             "DistributedDataParallel",
             "DataParallel",
+            "FullyShardedDataParallel",
+            "DeepSpeedEngine",
         ):
             model = model.module
+        elif type(model).__name__ == "CheckpointWrapper" and hasattr(model, "_checkpoint_wrapped_module"):
+            model = model._checkpoint_wrapped_module
+        elif type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod"):
+            model = model._orig_mod
         elif hasattr(model, "get_base_model") and type(model).__name__.startswith("Peft"):
             model = model.get_base_model()
         else:
@@ -213,7 +231,7 @@ class LayerScheme:
             sites = ", ".join(s for s in self.family.sites[stack] if s not in self.unavailable)
             parts.append(
                 f"{stack}.layers.{{0..{n - 1}}}.{{{sites}}}; aliases {stack}.first/middle/final"
-                f" (= layers 0/{n // 2}/{n - 1}); globs such as {stack}.layers.*.ffn.act"
+                f" (= layers 0/{n // 2}/{n - 1}); globs such as {stack}.layers.*.{'ffn.experts.*.act' if self.experts else 'ffn.act'}"
                 + ("; first/middle/final" if stack == self.head_stack() else "")
             )
         return " | ".join(parts)
@@ -256,6 +274,11 @@ class LayerScheme:
                     )
             elif name in known_set:
                 hits = [name]
+            elif (m := _NAME.match(name)) and m.group("site") == "ffn.act" and self.experts:
+                raise GuidetuneError(
+                    f"ffn.act does not exist in {self.model_type} (mixture of {self.experts} experts): use "
+                    f"{m.group('stack')}.layers.{m.group('idx')}.ffn.experts.{{0..{self.experts - 1}}}.act (an "
+                    f"expert's intermediate, for the tokens routed to it), ffn.experts.*.act, or ffn.router")
             elif (m := _NAME.match(name)) and m.group("site") in self.unavailable:
                 site = m.group("site")
                 available = ", ".join(s for s in self.family.sites[m.group("stack")] if s not in self.unavailable)

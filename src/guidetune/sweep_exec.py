@@ -1,0 +1,159 @@
+"""Where a sweep's runs execute: in this process, in N local worker processes, or as SLURM jobs (submitit).
+
+``guidetune sweep FILE --workers N`` runs N runs at once, each in its own process from a
+``concurrent.futures`` pool: on a GPU machine every worker sees one GPU through ``CUDA_VISIBLE_DEVICES``
+(round-robin when there are more workers than GPUs); on CPUs each gets an equal share of the cores
+(``OMP_NUM_THREADS`` and ``torch.set_num_threads``). ``--launcher slurm`` submits every run as a SLURM job
+through submitit (``pip install guidetune[slurm]``) and waits for them. Either way a run is the ordinary
+``run_training`` of its resolved config, so it writes its own checkpoints: a worker or job killed
+mid-run leaves a resumable run directory, and re-running the same sweep command continues it. The sweep
+writes its summaries only after every run finished.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .errors import GuidetuneError
+
+log = logging.getLogger(__name__)
+LAUNCHERS = ("local", "slurm")
+SUBMITIT_HINT = "--launcher slurm needs submitit: pip install guidetune[slurm]"
+
+
+def check_workers(workers) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise GuidetuneError(f"--workers: must be an integer >= 1 (runs at once), got {workers!r}")
+    return workers
+
+
+def check_launcher(workers, launcher: str) -> None:
+    """The one-line errors of ``--workers`` and ``--launcher``, raised before a sweep starts anything."""
+    check_workers(workers)
+    if launcher not in LAUNCHERS:
+        raise GuidetuneError(f"--launcher: '{launcher}' is not a launcher; allowed: {', '.join(LAUNCHERS)}")
+    if launcher == "slurm":
+        _submitit()
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise GuidetuneError(SUBMITIT_HINT) from None
+    return submitit
+
+
+def run_one(config: dict, source: str | None, resume: bool, rerun_changed: bool, threads: int | None = None) -> str:
+    """One sweep run in this process (a pool worker, a SLURM job, or the sweep itself); returns its directory."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from .config import parse_config
+    from .experiment import run_training
+
+    cfg = parse_config(config, source=source)
+    run_training(cfg, resume=resume, rerun_changed=rerun_changed)
+    return str(cfg.run_dir)
+
+
+def _init_worker(slots, threads: int | None) -> None:
+    """Pool initializer, before torch is imported in the worker: its GPU or its share of the CPU threads."""
+    gpu = slots.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if threads:
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[key] = str(threads)
+
+
+def plan_resources(workers: int) -> tuple[list, int | None]:
+    """(GPU id per worker slot or None, CPU threads per worker or None)."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus:
+        return [i % gpus for i in range(workers)], None
+    return [None] * workers, max(1, (os.cpu_count() or 1) // workers)
+
+
+def execute(jobs: list[tuple], workers: int = 1, launcher: str = "local", folder: str | Path | None = None,
+            slurm: dict | None = None, cluster: str | None = None) -> None:
+    """Run ``jobs`` (tuples ``(config dict, source, resume, rerun_changed)``); raise once all have ended
+    if any failed. ``cluster`` (Python API): submitit's executor kind, "slurm" (default), "local" or "debug"."""
+    check_launcher(workers, launcher)
+    if launcher == "slurm":
+        return _slurm(jobs, folder, slurm or {}, cluster or "slurm")
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            run_one(*job)
+        return None
+    return _pool(jobs, workers)
+
+
+def _pool(jobs: list[tuple], workers: int) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    workers = min(workers, len(jobs))
+    gpus, threads = plan_resources(workers)
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited torch threads or CUDA state
+    slots = ctx.Manager().Queue()
+    for g in gpus:
+        slots.put(g)
+    failed: list[str] = []
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads)) as pool:
+        futures = {pool.submit(run_one, *job, threads): job for job in jobs}
+        for fut in as_completed(futures):
+            name = futures[fut][0]["name"]
+            try:
+                fut.result()
+                print(f"sweep: {name} finished", flush=True)
+            except BrokenProcessPool:
+                failed.append(f"{name}: its worker process died")
+            except Exception as e:  # noqa: BLE001 -- reported below, after every run has ended
+                failed.append(f"{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    _raise_failed(failed, len(jobs))
+
+
+def _slurm(jobs: list[tuple], folder, params: dict, cluster: str) -> None:
+    submitit = _submitit()
+    folder = Path(folder or ".") / ".submitit"
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=None if cluster == "slurm" else cluster)
+    if cluster == "slurm" and executor.cluster != "slurm":
+        raise GuidetuneError("--launcher slurm: no SLURM here (sbatch not found); run on the cluster's login node, "
+                             "or use --workers N for local parallel runs")
+    executor.update_parameters(name="guidetune", **params)
+    submitted = [(job[0]["name"], executor.submit(run_one, *job)) for job in jobs]
+    print(f"sweep: submitted {len(submitted)} job(s) to {executor.cluster} (logs in {folder}); waiting", flush=True)
+    failed = []
+    for name, job in submitted:
+        try:
+            job.result()
+            print(f"sweep: {name} finished (job {job.job_id})", flush=True)
+        except Exception as e:  # noqa: BLE001 -- submitit re-raises the job's error (or its death)
+            failed.append(f"{name} (job {job.job_id}): {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
+    _raise_failed(failed, len(jobs))
+
+
+def _raise_failed(failed: list[str], total: int) -> None:
+    if failed:
+        raise GuidetuneError(f"sweep: {len(failed)} of {total} run(s) failed ({'; '.join(failed[:3])}"
+                             f"{'; ...' if len(failed) > 3 else ''}); no summary written. Finished runs are kept "
+                             "and killed ones resume: run the same sweep command again")
+
+
+def parse_slurm_options(items: list[str] | None) -> dict:
+    """``--slurm key=value`` pairs for submitit (timeout_min=60, gpus_per_node=1, slurm_partition=gpu, ...)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise GuidetuneError(f"--slurm: expected key=value such as timeout_min=120, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
