@@ -172,3 +172,36 @@ def test_neurons_ablate_top_reports_each_concept_against_random_neurons(tmp_path
     assert (out / "ablation" / "manifest.json").exists()
     assert "| STEM | 3 | selectivity (concept − others) |" in md
     assert "| STEM | 3 | shift[STEM] |" in md and "| colors | 3 | shift[not colors] |" in md
+
+
+def test_cli_ablate_on_a_task_from_a_config(tmp_path, tiny_dirs, cls_data):
+    from conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_dirs["bert"], cls_data)
+    out = tmp_path / "ab"
+    assert main(["analyze", "ablate", str(tiny_dirs["bert"]), "--task", str(cfg), "--units",
+                 "encoder.layers.0.attn:0,1", "--draws", "2", "--out", str(out), "--device", "cpu"]) == 0
+    res = json.loads((out / "ablation.json").read_text())
+    assert {"accuracy", "f1_macro", "f1"} <= set(res["metrics"]) and res["evaluations"] == 4
+    assert len(res["metrics"]["accuracy"]["control_deltas"]) == 2
+    assert main(["analyze", "ablate", str(tiny_dirs["bert"]), "--task", str(cfg), "--units",
+                 "encoder.layers.0.attn:0,1,2,3", "--draws", "2", "--out", str(out), "--device", "cpu"]) == 0
+    res = json.loads((out / "ablation.json").read_text())
+    assert res["control"] == "none: a whole layer is ablated" and res["evaluations"] == 2
+
+
+@pytest.mark.slow
+def test_cli_ablate_a_runs_guided_heads_on_its_own_task(tmp_path, tiny_dirs, cls_data):
+    from conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="guided", regularizers=[
+        {"name": "attention_guidance", "weight": 0.1, "layers": ["encoder.layers.*"], "heads": [1]}])
+    assert main(["train", str(cfg)]) == 0
+    run = tmp_path / "runs" / "guided"
+    out = tmp_path / "ab"
+    assert main(["analyze", "ablate", str(run), "--units", f"@{run}:guided", "--method", "resample", "--draws", "2",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    res = json.loads((out / "ablation.json").read_text())
+    assert res["units"] == ["encoder.layers.0.attn: heads 1", "encoder.layers.1.attn: heads 1"]
+    before = json.loads((run / "results.json").read_text())["metrics"]["accuracy"]
+    assert res["metrics"]["accuracy"]["before"] == pytest.approx(before)  # the run's own task and weights

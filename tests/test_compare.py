@@ -30,7 +30,8 @@ def _run(path, seed, correct, n=60, edges=EDGES, mh=(("dog", "IsA,animal", True)
     (path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     (path / "config.yaml").write_text(yaml.safe_dump({"task": {"name": "beliefbank", "multihop_k": 9}}))
     (path / "results.json").write_text(json.dumps({"seed": seed, "metrics": {
-        "accuracy": acc, "f1": 0.5, "n": n, "constraint_consistency": 0.9 + seed / 100, "multihop_checks": 4}}))
+        "accuracy": acc, "f1": 0.5, "n": n, "edge_n": 4, "constraint_consistency": 0.9 + seed / 100,
+        "multihop_checks": 4, "accuracy_plain": acc}}))
     return path
 
 
@@ -39,7 +40,8 @@ def test_compare_table_reads_items_checks_and_seeds(tmp_path, capsys):
     a = [_run(tmp_path / f"a{s}", s, rng.random(60) < 0.9) for s in range(2)]
     b = [_run(tmp_path / f"b{s}", s, rng.random(60) < 0.6) for s in range(2)]
     rows = {r.metric: r for r in compare_runs([load_run(p) for p in a], [load_run(p) for p in b])}
-    assert set(rows) == {"accuracy", "f1", "constraint_consistency", "edge_f1", "edge_accuracy", "multihop_consistency"}
+    assert set(rows) == {"accuracy", "f1", "constraint_consistency", "edge_f1", "edge_accuracy", "multihop_consistency",
+                         "accuracy_plain"}  # counts (n, edge_n, multihop_checks) are not compared
     acc = rows["accuracy"]
     assert acc.a == pytest.approx(np.mean([load_run(p).values["accuracy"] for p in a]))
     assert acc.diff == pytest.approx(acc.a - acc.b) and acc.low < acc.diff < acc.high
@@ -55,7 +57,7 @@ def test_compare_table_reads_items_checks_and_seeds(tmp_path, capsys):
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert NOT_DISTINGUISHABLE in md and "| accuracy |" in md
     assert "<table>" in (tmp_path / "cmp" / "compare.html").read_text()
-    assert len(list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))) == 6
+    assert len(list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))) == 7
 
 
 def test_one_seed_a_side_falls_back_to_the_item_bootstrap(tmp_path):

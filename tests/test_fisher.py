@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -24,21 +25,23 @@ def _samples(tok, objective, strip_types):
         e = dict(tok(t))
         if strip_types:
             e.pop("token_type_ids")
-        e["labels"] = {"task": i % 2, "clm": list(e["input_ids"]), "seq2seq": tok("a short target")["input_ids"]}[objective]
+        if objective != "clm":  # clm targets are the input ids themselves
+            e["labels"] = {"task": i % 2, "seq2seq": tok("a short target")["input_ids"]}[objective]
         out.append(e)
     return out
 
 
 def _reference(model, tok, samples, objective):
-    """The straightforward way: one sample at a time, autograd.grad, square, accumulate."""
-    params = dict(model.named_parameters())
-    total = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
-    model.eval()
+    """The straightforward way on a float64 copy of the model: one sample at a time, autograd.grad, square,
+    accumulate (a float32 loop is the noisy side on some CPUs)."""
+    ref = copy.deepcopy(model).double().eval()
+    params = dict(ref.named_parameters())
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
     for s in samples:
-        nll = per_sample_nll(model, pad_batch(tok, [s]), objective)
+        nll = per_sample_nll(ref, pad_batch(tok, [s]), objective)
         for (n, _), g in zip(params.items(), torch.autograd.grad(nll.sum(), list(params.values()), allow_unused=True)):
             if g is not None:
-                total[n] += g.double() ** 2
+                total[n] += g ** 2
     return {n: t / len(samples) for n, t in total.items()}
 
 
@@ -50,9 +53,11 @@ def test_batched_per_sample_fisher_equals_the_one_sample_loop(tok, kind, head, o
     got = estimate(model, tok, samples, objective, batch_size=3, progress=False)[5]
     ref = _reference(model, tok, samples, objective)
     assert set(got) == set(ref)  # tied GPT-2/T5 embeddings appear once
-    # Relative error, with values below 1e-6 of the largest treated as 0 (float32 noise; some gradients,
-    # such as attention key biases', are exactly zero in exact arithmetic).
-    floor = 1e-6 * max(float(v.max()) for v in ref.values())
+    # Relative error of the float32 estimate against the float64 truth, with values below 1e-4 of the
+    # largest compared at that floor: there float32 rounding of the backward itself dominates (exactly-zero
+    # gradients such as attention key biases' come out as noise). Every family, and the float64 estimate
+    # at a 1e-12 floor: tests/test_fisher_families.py.
+    floor = 1e-4 * max(float(v.max()) for v in ref.values())
     for n in ref:
         err = ((got[n].double() - ref[n]).abs() / ref[n].abs().clamp_min(floor)).max()
         assert err < 1e-4, (n, float(err))

@@ -129,3 +129,47 @@ def test_sweep_spec_errors(tmp_path, tiny_dirs, cls_data, spec, message):
     with pytest.raises(ConfigError) as e:
         plan(p)
     assert any(message in m for m in e.value.messages), e.value.messages
+
+
+def test_report_loss_panel_shows_the_task_loss_of_runs_without_regularizers():
+    import base64
+    import io
+
+    from matplotlib.image import imread
+
+    from guidetune.report import _task_loss, loss_curves
+
+    plain = [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.7}]
+    guided = [{"step": 1, "loss": 1.0, "loss/task": 0.8, "loss/l1": 2.0}, {"step": 2, "loss": 0.9, "loss/task": 0.6,
+                                                                          "loss/l1": 1.5}]
+    assert [r["loss/task"] for r in _task_loss(plain)] == [0.9, 0.7]
+    assert _task_loss(guided) == guided  # its own task loss, not the total
+    uri = loss_curves([("plain", plain), ("l1", guided)], model="model tiny")
+    png = imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert png.shape[1] > 2 * png.shape[0]  # two panels side by side: loss/task and loss/l1
+
+
+@pytest.mark.slow
+def test_sweep_line_plot_uses_a_log_axis_for_a_log_grid(tmp_path, tiny_dirs, cls_data):
+    import matplotlib.pyplot as plt
+
+    from guidetune import sweep
+
+    p = _sweep(tmp_path, tiny_dirs, cls_data, seeds=[0], grid={"train.lr": [1e-4, 1e-3, 1e-2]},
+               plot={"x": "train.lr", "metric": "accuracy"})
+    seen = {}
+    real = plt.Figure.savefig
+
+    def spy(fig, *a, **k):
+        for ax in fig.axes:
+            seen[ax.get_title()] = (ax.get_xscale(), ax.get_xlabel(), ax.get_ylabel())
+        return real(fig, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        out = sweep.run_sweep(p)
+    finally:
+        plt.Figure.savefig = real
+    assert seen["sw: accuracy against lr"] == ("log", "train.lr (log scale)",
+                                               "accuracy (mean over seeds; band: inter-quartile range)")
+    assert (out / "lines_accuracy.png").stat().st_size > 1000

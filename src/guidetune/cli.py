@@ -13,11 +13,19 @@ from .errors import ConfigError, GuidetuneError
 
 def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not sys.stderr.isatty():
+        # Progress bars (tqdm: the Trainer's, the analyses') redraw ten times a second; in a log file
+        # each redraw is a line. Not on a terminal, draw at most one every 30 s (and the last one).
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("guidetune").setLevel(logging.INFO)
-    import transformers
+    level = "info" if verbose else "error"
+    if "transformers" in sys.modules:  # else the variable sets it on import, without importing it now
+        import transformers
 
-    transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
+        transformers.logging.set_verbosity(getattr(transformers.logging, level.upper()))
+    else:
+        os.environ["TRANSFORMERS_VERBOSITY"] = level
 
 
 def cmd_train(a) -> int:
@@ -75,7 +83,17 @@ def cmd_ls(a) -> int:
     elif a.what == "layers":
         if not a.model:
             raise GuidetuneError("ls layers: give a model, e.g. guidetune ls layers minilm")
+        if a.verify:
+            from .listing import verify_layers
+
+            text, ok = verify_layers(a.model, a.head, a.trust_remote_code)
+            print(text)
+            return 0 if ok else 1
         print(list_layers(a.model, a.head, a.trust_remote_code))
+    elif a.what == "models":
+        from .listing import list_models
+
+        print(list_models(a.fisher))
     else:
         print(list_registry(a.what))
     return 0
@@ -204,6 +222,8 @@ def cmd_fisher(a) -> int:
 
     _check_fisher_args(a)
     res = run_fisher(a)
+    if res.get("rank", 0) != 0:
+        return 0
     print(f"Fisher from {res['n']} samples written: {res['out']} (+ {Path(res['out']).with_suffix('.json').name})")
     if "plot" in res:
         print(f"plot: {res['plot']}")
@@ -274,11 +294,16 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_validate)
 
     ls = sub.add_parser("ls", help="list regularizers, tasks, analyses, or a model's layers",
-                        description="guidetune ls [regularizers|tasks|analyses|layers MODEL]")
-    ls.add_argument("what", nargs="?", choices=["regularizers", "tasks", "analyses", "layers"])
+                        description="guidetune ls [regularizers|tasks|analyses|models|layers MODEL [--verify]]")
+    ls.add_argument("what", nargs="?", choices=["regularizers", "tasks", "analyses", "models", "layers"])
     ls.add_argument("model", nargs="?", help="for 'layers': model directory, hub id or alias")
     ls.add_argument("--head", default="encoder", help="head to load for 'layers' (default: bare model)")
     ls.add_argument("--trust-remote-code", action="store_true")
+    ls.add_argument("--verify", action="store_true",
+                    help="for 'layers': compare every canonical tensor with eager attention / hidden states; "
+                         "exit 1 on any difference")
+    ls.add_argument("--fisher", action="store_true",
+                    help="for 'models': check Fisher's per-sample rules on a tiny model of each type")
     ls.set_defaults(fn=cmd_ls)
 
     sw = sub.add_parser("sweep", help="base config x variants x grid x seeds; resumable; summary tables",
@@ -294,8 +319,8 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--launcher", default="local", choices=["local", "slurm"],
                     help="slurm: one SLURM job per run through submitit (pip install guidetune[slurm])")
     sw.add_argument("--slurm", action="append", metavar="KEY=VALUE",
-                    help="submitit parameter for --launcher slurm, e.g. timeout_min=120, gpus_per_node=1, "
-                    "slurm_partition=gpu (repeatable)")
+                    help="submitit SlurmExecutor parameter for --launcher slurm, e.g. time=120 (minutes), "
+                    "partition=gpu, gpus_per_node=1, cpus_per_task=8 (repeatable)")
     sw.set_defaults(fn=cmd_sweep)
 
     rp = sub.add_parser("report", help="one self-contained HTML report over run directories")
@@ -303,7 +328,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="report.html")
     rp.set_defaults(fn=cmd_report)
 
-    cm = sub.add_parser("compare", help="differences between variants: 95% intervals, seed test, Holm",
+    cm = sub.add_parser("compare", help="differences between variants: 95%% intervals, seed test, Holm",
                         description="Per metric: A - B with a paired bootstrap interval over the test items "
                         "(from predictions.jsonl) and across seeds, a permutation test over seeds, Holm over the table.")
     cm.add_argument("runs", nargs="+", help="run directories of variant A (one per seed)")
@@ -316,9 +341,15 @@ def parser() -> argparse.ArgumentParser:
                         description="Per-sample gradients in batches; streaming; saves per-parameter Fisher "
                         "(safetensors) and per-tensor / per-layer / per-dropout-site aggregates (JSON).")
     fi.add_argument("model")
-    fi.add_argument("--data", required=True, help="text lines (mlm/clm) or JSONL/CSV (seq2seq: source/target; "
-                    "task: text/label)")
-    fi.add_argument("--objective", required=True, help="mlm | clm | seq2seq | task")
+    fi.add_argument("--data", help="text lines (mlm/clm) or JSONL/CSV (seq2seq: source/target; "
+                    "task: text/label, read by the classification task as in training)")
+    fi.add_argument("--task", help="task YAML (a task mapping, or a config's task:): samples built as training "
+                    "builds them (GLUE directories, text pairs, regression)")
+    fi.add_argument("--objective", help="mlm | clm | seq2seq | task (default with --task: the task's)")
+    fi.add_argument("--text-pair-field", help="second text column (pairs, with token type ids as in training)")
+    fi.add_argument("--fields", help="field mapping NAME=COLUMN,... (e.g. text=sentence1,text_pair=sentence2)")
+    fi.add_argument("--regression", action="store_true", help="real-valued labels (squared error, as STS-B)")
+    fi.add_argument("--device-map", help="'auto': accelerate spreads a model too large for one device")
     fi.add_argument("--fraction", type=float, default=None, help="seeded sub-sample fraction (default 1.0)")
     fi.add_argument("--max-samples", type=int, default=None)
     fi.add_argument("--out", default="fisher.safetensors")
@@ -331,6 +362,7 @@ def parser() -> argparse.ArgumentParser:
     fi.add_argument("--text-field", default="text")
     fi.add_argument("--label-field", default="label")
     fi.add_argument("--trust-remote-code", action="store_true")
+    add_device_args(fi)
     fi.set_defaults(fn=cmd_fisher)
 
     an = sub.add_parser("analyze", help="analyses: attention, neurons, landscape")

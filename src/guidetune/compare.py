@@ -29,6 +29,11 @@ COUNT_SUFFIXES = ("n", "checks", "questions", "applicable", "tokens")
 NOT_DISTINGUISHABLE = "not distinguishable at 95%"
 
 
+def is_count(key: str) -> bool:
+    """``n``, ``edge_n``, ``multihop_checks``...: counts, not metrics (``accuracy_plain`` is a metric)."""
+    return any(key == c or key.endswith("_" + c) for c in COUNT_SUFFIXES)
+
+
 @dataclass
 class Items:
     """Per-item components of one metric in one run; ``paired`` = keyed items shared by every run."""
@@ -112,7 +117,7 @@ def load_run(path: str | Path, metrics_key: str = "metrics") -> Run:
         raise GuidetuneError(f"compare: '{path}' is not a finished run directory (no results.json)")
     res = run.read_results()
     values = {k: float(v) for k, v in res.get(metrics_key, {}).items()
-              if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith(COUNT_SUFFIXES)}
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_count(k)}
     for layer, s in res.get("sparsity", {}).items():
         short = layer.replace("encoder.layers.", "enc").replace("decoder.layers.", "dec")
         values[f"hoyer[{short}]"], values[f"near_zero[{short}]"] = s["hoyer"], s["near_zero"]

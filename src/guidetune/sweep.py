@@ -169,17 +169,24 @@ def line_plot(out: Path, runs: list[Planned], x_key: str, metric: str) -> Path:
             value = _flatten(run.read_results()).get(metric)
             if value is not None:
                 series.setdefault(r.variant, {}).setdefault(float(r.grid[x_key]), []).append(value)
+    if not series:
+        raise GuidetuneError(f"sweep.plot: no finished run has metric '{metric}' for grid key '{x_key}'")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for variant, pts in series.items():
         xs = sorted(pts)
         mean = [np.mean(pts[x]) for x in xs]
         lo = [np.percentile(pts[x], 25) for x in xs]
         hi = [np.percentile(pts[x], 75) for x in xs]
-        ax.plot(xs, mean, marker="o", label=variant)
+        ax.plot(xs, mean, marker="o", label=variant or "base")
         ax.fill_between(xs, lo, hi, alpha=0.2)
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=8)
+    xs_all = sorted({x for pts in series.values() for x in pts})
+    if _logarithmic(xs_all):  # learning rates, weights: a log grid on a log axis
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{x_key}{' (log scale)' if _logarithmic(xs_all) else ''}")
+    ax.set_ylabel(f"{metric} (mean over seeds; band: inter-quartile range)")
+    ax.set_title(f"{out.name}: {metric} against {x_key.split('.')[-1]}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="variant", title_fontsize=8)
     path = out / f"lines_{metric}.png"
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -187,6 +194,11 @@ def line_plot(out: Path, runs: list[Planned], x_key: str, metric: str) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _logarithmic(xs: list[float]) -> bool:
+    """A grid spread over at least a decade of positive values (1e-5, 1e-4, 1e-3): plot it on a log axis."""
+    return len(xs) >= 3 and min(xs) > 0 and max(xs) / min(xs) >= 10
 
 
 def _flatten(results: dict) -> dict[str, float]:
@@ -267,6 +279,10 @@ def _bar_chart(path: Path, summary: dict, cols: list[str]) -> None:
         ax.bar(range(len(labels)), means, yerr=iqr, capsize=3, color="#4C72B0")
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(c, fontsize=9)
+        ax.set_xlabel("configuration")
+        ax.set_ylabel(f"{c} (mean; whiskers: IQR)", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"sweep {path.parent.name}: mean over seeds per configuration", fontsize=10)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -120,15 +120,23 @@ def _pool(jobs: list[tuple], workers: int) -> None:
 
 
 def _slurm(jobs: list[tuple], folder, params: dict, cluster: str) -> None:
+    import shutil
+
     submitit = _submitit()
     folder = Path(folder or ".") / ".submitit"
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=None if cluster == "slurm" else cluster)
-    if cluster == "slurm" and executor.cluster != "slurm":
-        raise GuidetuneError("--launcher slurm: no SLURM here (sbatch not found); run on the cluster's login node, "
-                             "or use --workers N for local parallel runs")
-    executor.update_parameters(name="guidetune", **params)
+    if cluster == "slurm":
+        if shutil.which("sbatch") is None:
+            raise GuidetuneError("--launcher slurm: no SLURM here (sbatch not found); run the sweep on the cluster's "
+                                 "login node, or use --workers N for local parallel runs")
+        executor = submitit.SlurmExecutor(folder=str(folder))
+        executor.update_parameters(job_name="guidetune", **params)
+    elif cluster == "local":  # submitit's stand-ins, for tests and dry runs of a cluster set-up
+        executor = submitit.LocalExecutor(folder=str(folder))
+        executor.update_parameters(timeout_min=int(params.get("timeout_min", params.get("time", 60 * 24))))
+    else:
+        executor = submitit.DebugExecutor(folder=str(folder))
     submitted = [(job[0]["name"], executor.submit(run_one, *job)) for job in jobs]
-    print(f"sweep: submitted {len(submitted)} job(s) to {executor.cluster} (logs in {folder}); waiting", flush=True)
+    print(f"sweep: submitted {len(submitted)} job(s) to submitit {cluster} (logs in {folder}); waiting", flush=True)
     failed = []
     for name, job in submitted:
         try:
@@ -147,7 +155,8 @@ def _raise_failed(failed: list[str], total: int) -> None:
 
 
 def parse_slurm_options(items: list[str] | None) -> dict:
-    """``--slurm key=value`` pairs for submitit (timeout_min=60, gpus_per_node=1, slurm_partition=gpu, ...)."""
+    """``--slurm key=value`` pairs for submitit's SlurmExecutor (time=120 [minutes], partition=gpu,
+    gpus_per_node=1, cpus_per_task=8, mem=32G, ...)."""
     import yaml
 
     out = {}

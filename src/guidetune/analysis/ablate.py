@@ -36,13 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..compare import is_count
 from ..errors import GuidetuneError
 from ..layers.names import unwrap
 from ..runs import atomic_write
 from .ablate_units import UnitSet, parse_units
 
 METHODS = ("zero", "mean", "resample")
-COUNT_SUFFIXES = ("n", "checks", "questions", "applicable", "tokens")
 POOL_TOKENS = 20_000  # resample donors: at most this many reference tokens are kept
 
 
@@ -221,7 +221,7 @@ class Ablator:
 
 def _numeric(d: dict) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and not k.endswith(COUNT_SUFFIXES) and np.isfinite(v)}
+            and not is_count(k) and np.isfinite(v)}
 
 
 class CorpusEval:
@@ -281,14 +281,23 @@ class CorpusEval:
         return out
 
 
+def _num(x: float, sign: bool = False) -> str:
+    """4 decimals, or 3 significant digits for small values (embedding shifts are ~1e-4); below 1e-6
+    (float rounding of an unablated shift) shown as 0 -- the JSON keeps the exact value."""
+    x = 0.0 if abs(x) < 1e-6 else x
+    if x != 0 and abs(x) < 0.01:
+        return f"{x:+.2e}" if sign else f"{x:.2e}"
+    return f"{x:+.4f}" if sign else f"{x:.4f}"
+
+
 def markdown(res: dict) -> str:
     lines = [f"Units: {'; '.join(res['units'])}. Method: {res['method']}. Control: {res['control']}.", "",
              "| metric | before | ablated | change | random-units control: change, mean ± sd | controls changing it at least as much |",
              "|---|---|---|---|---|---|"]
     for m, r in res["metrics"].items():
-        ctl = (f"{r['control_mean']:+.4f} ± {r['control_sd']:.4f}", f"{r['control_at_least']:.0%}") if "control_mean" in r \
+        ctl = (f"{_num(r['control_mean'], True)} ± {_num(r['control_sd'])}", f"{r['control_at_least']:.0%}") if "control_mean" in r \
             else ("—", "—")
-        lines.append(f"| {m} | {r['before']:.4f} | {r['after']:.4f} | {r['delta']:+.4f} | {ctl[0]} | {ctl[1]} |")
+        lines.append(f"| {m} | {_num(r['before'])} | {_num(r['after'])} | {_num(r['delta'], True)} | {ctl[0]} | {ctl[1]} |")
     lines += ["", f"{res['evaluations']} evaluations ({res['draws']} control draws) in {res['seconds']:.1f} s."]
     return "\n".join(lines) + "\n"
 
@@ -414,10 +423,10 @@ def _selectivity(c: str, k: int, inside: dict, outside: dict) -> str:
     """Row: change on the concept's sentences minus the change on the others, ablated vs per control draw."""
     sel = inside["delta"] - outside["delta"]
     if "control_deltas" not in inside:
-        return f"| {c} | {k} | selectivity (concept − others) | — | {sel:+.4f} | — | — |"
+        return f"| {c} | {k} | selectivity (concept − others) | — | {_num(sel, True)} | — | — |"
     cs = np.array(inside["control_deltas"]) - np.array(outside["control_deltas"])
     sd = cs.std(ddof=1) if cs.size > 1 else 0.0
-    return (f"| {c} | {k} | selectivity (concept − others) | — | {sel:+.4f} | {cs.mean():+.4f} ± {sd:.4f} | "
+    return (f"| {c} | {k} | selectivity (concept − others) | — | {_num(sel, True)} | {_num(cs.mean(), True)} ± {_num(sd)} | "
             f"{np.mean(cs >= sel - 1e-12):.0%} |")
 
 
@@ -436,9 +445,9 @@ def _concept_rows(a, model, tok, task, evaluate, concepts, reference, out: Path)
         for k in keys:
             r = res["metrics"].get(k)
             if r:
-                ctl = f"{r['control_mean']:+.4f} ± {r['control_sd']:.4f}" if "control_mean" in r else "—"
+                ctl = f"{_num(r['control_mean'], True)} ± {_num(r['control_sd'])}" if "control_mean" in r else "—"
                 share = f"{r['control_at_least']:.0%}" if "control_mean" in r else "—"
-                rows.append(f"| {c} | {len(ids)} | {k} | {r['before']:.4f} | {r['delta']:+.4f} | {ctl} | {share} |")
+                rows.append(f"| {c} | {len(ids)} | {k} | {_num(r['before'])} | {_num(r['delta'], True)} | {ctl} | {share} |")
         if task is None and all(k in res["metrics"] for k in keys):
             rows.append(_selectivity(c, len(ids), *(res["metrics"][k] for k in keys)))
     md = "\n".join([f"Ablating each concept's top-{a.ablate_top} neurons ({a.ablate_method}) vs {a.draws} draws of as "

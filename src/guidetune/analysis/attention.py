@@ -194,8 +194,8 @@ def _heatmaps(path: Path, labels, masses, set_name: str) -> None:
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"attention mass on '{set_name}' tokens", fontsize=10)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="difference in mass" if diff else "mean attention mass")
+    fig.suptitle(f"attention mass on '{set_name}' tokens (mean over queries and sentences)", fontsize=10)
     save_fig(fig, path)
 
 
@@ -206,17 +206,26 @@ def _head_grid(path: Path, probs: np.ndarray, tokens: list[str], label: str) -> 
     import matplotlib.pyplot as plt
 
     n_layers, n_heads = probs.shape[:2]
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(1.3 * n_heads, 1.3 * n_layers), squeeze=False)
+    labelled = len(tokens) <= 24  # token labels on the axes of short sentences (else unreadable)
+    size = 1.3 if not labelled else max(1.3, 0.13 * len(tokens) + 0.6)
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(size * n_heads + 1, size * n_layers + 0.6), squeeze=False)
+    im = None
     for li in range(n_layers):
         for h in range(n_heads):
             ax = axes[li][h]
-            ax.imshow(probs[li, h], cmap="viridis", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            im = ax.imshow(probs[li, h], cmap="viridis", vmin=0, vmax=1)
+            ax.set_xticks(range(len(tokens)) if labelled and li == n_layers - 1 else [],
+                          tokens if labelled and li == n_layers - 1 else [], rotation=90, fontsize=5)
+            ax.set_yticks(range(len(tokens)) if labelled and h == 0 else [],
+                          tokens if labelled and h == 0 else [], fontsize=5)
             if li == 0:
-                ax.set_title(f"h{h}", fontsize=7)
+                ax.set_title(f"head {h}", fontsize=7)
             if h == 0:
-                ax.set_ylabel(f"L{li}", fontsize=7)
+                ax.set_ylabel(f"layer {li}\nquery", fontsize=7)
+            if li == n_layers - 1:
+                ax.set_xlabel("key", fontsize=7)
+    if im is not None:
+        fig.colorbar(im, ax=axes, fraction=0.02, label="attention probability")
     fig.suptitle(f"{label}: {' '.join(tokens)[:120]}", fontsize=8)
     save_fig(fig, path)
 

@@ -66,7 +66,7 @@ class FisherSet:
         self.pending: list[tuple[Path, Path]] = []  # (temporary, final)
 
     def tmp_for(self, final: Path) -> Path:
-        tmp = final.with_name(f".{final.name}.{self.set_id[:8]}.tmp")
+        tmp = final.with_name(f".{final.stem}.{self.set_id[:8]}.tmp{final.suffix}")
         self.pending.append((tmp, final))
         return tmp
 

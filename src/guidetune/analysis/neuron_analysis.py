@@ -195,8 +195,9 @@ class NeuronAnalysis:
             rate = stats["sentence_fires"] / max(int(stats["sentences"]), 1)
             ax.hist(rate, bins=40, range=(0, 1), histtype="step", label=f"{m} (dead {results[m]['dead_fraction']:.1%})")
         ax.set_xlabel("fraction of sentences the neuron fires on")
-        ax.set_ylabel("neurons")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("neurons (count)")
+        ax.set_title(f"firing rates at {results[names[0]]['layer']}", fontsize=9)
+        ax.legend(fontsize=7, title="model (dead fraction)", title_fontsize=7)
         save_fig(fig, out / "firing_rates.png")
         if len(names) < 2:
             return
@@ -206,11 +207,13 @@ class NeuronAnalysis:
         ax.bar(range(len(names)), [results[m]["dead_fraction"] for m in names])
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
         ax.set_title("dead-neuron fraction", fontsize=9)
+        ax.set_ylabel("fraction of neurons")
         for ax, c in zip(axes[0][1:], concepts):
             kt = [np.mean([scores_by[m][c]["kt"][i] for i in top[c]]) if top[c] else 0 for m in names]
             ax.bar(range(len(names)), kt)
             ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
             ax.set_title(f"mean KT of top {c} neurons", fontsize=9)
+            ax.set_ylabel("KT-score (mean over the baseline's top neurons)", fontsize=7)
         save_fig(fig, out / "comparison.png")
 
 

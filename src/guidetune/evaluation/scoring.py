@@ -147,7 +147,8 @@ def _causal_group(model, tok, items, limit):
     ids = torch.tensor([[pad] * (width - n) + p for p, n in zip(p_ids, plen)], device=dev)
     mask = torch.tensor([[0] * (width - n) + [1] * n for n in plen], device=dev)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
-    first = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # only the last position's logits
+    first = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **extra)
     last_logp = torch.log_softmax(first.logits[:, -1].float(), -1)  # [items, vocab]: after each prompt
     rows, conts = [], []
     for i, it in enumerate(items):
@@ -176,6 +177,12 @@ def _causal_group(model, tok, items, limit):
     for r, (i, c) in enumerate(zip(rows, conts)):
         result[i].append((totals[r], len(c)))
     return result
+
+
+def _accepts(model, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(model.forward).parameters
 
 
 def _select_cache(cache, rows: torch.Tensor):

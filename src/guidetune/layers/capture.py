@@ -29,20 +29,27 @@ import torch.nn as nn
 
 from .attention import AttnInputs, install_attention_hooks
 from .interface import switched
-from .names import Resolved, resolve, unwrap
+from .names import LayerScheme, Resolved, resolve, unwrap
 
 
 class Captures(Mapping[str, torch.Tensor]):
     """Read-only view of what one forward pass produced, by canonical name."""
 
-    def __init__(self, resolved: list[Resolved]):
+    def __init__(self, resolved: list[Resolved], expand=None):
         self._resolved = {r.name: r for r in resolved}
+        self._expand = expand  # user name (alias) -> canonical names, so cap["encoder.final"] reads too
         self._acts: dict[str, torch.Tensor] = {}
         self._attn: dict[str, AttnInputs] = {}
         self._probs: dict[str, torch.Tensor] = {}
         self.inputs: dict[str, torch.Tensor] = {}  # tensors the model was called with (masks, labels)
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._resolved and self._expand is not None:
+            try:
+                found = self._expand(name)
+            except Exception:  # noqa: BLE001 -- not a layer name: the KeyError below says what was captured
+                found = []
+            name = found[0] if len(found) == 1 else name
         if name in self._acts:
             return self._acts[name]
         if name in self._attn:
@@ -106,7 +113,8 @@ class Capture:
         self._switch = None
         self._calls: dict[str, int] = {}  # shared layers: calls of each hooked module in this forward
         self._batch: int | None = None  # batch size of the current forward (for ``flat`` sites)
-        self.captures = Captures(self.resolved)
+        self._expand = lambda name: LayerScheme.from_model(model).expand(name)  # aliases on read
+        self.captures = Captures(self.resolved, self._expand)
 
     @property
     def names(self) -> list[str]:
@@ -155,7 +163,7 @@ class Capture:
             return []
         return install_attention_hooks(r.family.attention, r.module, self._gated(r, store))
     def __enter__(self) -> Captures:
-        self.captures = Captures(self.resolved)
+        self.captures = Captures(self.resolved, self._expand)
         if not self.resolved:
             return self.captures
         inputs = self.captures.inputs

@@ -51,5 +51,12 @@ def layer_table(model, tokenizer=None) -> list[tuple[str, str, str]]:
             dims = ["batch", str(shape[1]), "query", "key"]
             rows.append((r.name, paths.get(id(r.module), "?"), "[" + ", ".join(dims) + "]"))
             continue
-        rows.append((r.name, paths.get(id(r.module), "?"), _symbolic(tuple(captures[r.name].shape), batch, seq)))
+        shape = tuple(captures[r.name].shape)
+        if r.expert is not None:  # MoE: only the tokens routed to this expert
+            text = f"[routed tokens, {shape[-1]}]"
+        elif r.site == "ffn.router":
+            text = f"[batch * seq, {shape[-1]}]"
+        else:
+            text = _symbolic(shape, batch, seq)
+        rows.append((r.name, paths.get(id(r.module), "?"), text))
     return rows

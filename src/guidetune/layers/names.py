@@ -285,7 +285,8 @@ class LayerScheme:
                 raise GuidetuneError(f"{site} is not available for {self.model_type or self.family.name}: "
                                      f"{self.unavailable[site]}. Available sites: {available}")
             else:
-                hint = did_you_mean(name, known).split(" Available")[0]
+                aliases = [f"{st}.{a}" for st in self.counts for a in ALIASES] + list(ALIASES)
+                hint = did_you_mean(raw, aliases + known).split(" Available")[0]
                 raise GuidetuneError(
                     f"unknown layer name '{raw}' for this {self.family.name} model.{hint} Available: {self.summary()}"
                 )

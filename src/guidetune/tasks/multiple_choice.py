@@ -196,6 +196,8 @@ class MultipleChoice:
                                      "answer_index": it.answer, "logprob": sums, "logprob_per_token": means,
                                      "pred": pred, "pred_norm": pred_norm, "prompt_tokens_cut": cut})
         n = len(items)
-        return {"accuracy": correct / n, "accuracy_norm": correct_norm / n, "correct_logprob": correct_lp / n,
-                "n": n, "truncated_items": report["truncated_items"], "truncated_tokens": report["truncated_tokens"],
-                "max_tokens": report["limit"]}
+        out = {"accuracy": correct / n, "accuracy_norm": correct_norm / n, "correct_logprob": correct_lp / n,
+               "n": n, "truncated_items": report["truncated_items"], "truncated_tokens": report["truncated_tokens"]}
+        if report["limit"] is not None:  # None: the model has no position limit (T5) and max_length is off
+            out["max_tokens"] = report["limit"]
+        return out
