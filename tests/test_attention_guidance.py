@@ -123,3 +123,30 @@ def test_bad_heads_and_pattern_shapes(tok, tmp_path):
     with pytest.raises(GuidetuneError, match=r"pattern shape \(5, 5\) does not fit encoder.layers.0.attn.probs's "
                                              r"attention of \[query, key\] = \[8, 8\]"):
         _loss(model, reg, batch)
+
+
+@pytest.mark.parametrize("kind,layer,attn", [("qwen3", "decoder.layers.1", "model.layers.1.self_attn"),
+                                             ("bart", "decoder.layers.0.cross_attn.probs",
+                                              "model.decoder.layers.0.encoder_attn")])
+def test_interface_guidance_trains_only_the_guided_heads_queries(kind, layer, attn, tok):
+    # Through transformers' attention interface: the gradient of one guided head reaches exactly that
+    # head's rows of the query projection (after Qwen3's q norm / BART's cross-attention), nothing after.
+    model = tiny_model(kind).eval()
+    batch = dict(tok(["it is not so , not at all", "no"], return_tensors="pt", padding=True))
+    batch.pop("token_type_ids")
+    if kind == "bart":
+        batch["labels"] = torch.tensor([[1996, 4937, 102], [2053, 102, -100]])
+    reg = _reg(model, tok, layers=[layer], heads=[2], pattern="first")
+    (loss, parts), cap = _loss(model, reg, batch)
+    assert float(loss) > 0 and set(parts) == {f"{layer.split('.')[0]}{layer.split('.')[2]}"
+                                              f"{'.x' if 'cross' in layer else ''}.h2"}
+    loss.backward()
+    module = model.get_submodule(attn)
+    d = module.head_dim
+    rows = module.q_proj.weight.grad.abs().sum(1)
+    for head in range(4):
+        got = rows[head * d:(head + 1) * d].sum()
+        assert (got > 0) if head == 2 else (got == 0), head
+    out_proj = getattr(module, "o_proj", None) or module.out_proj
+    assert out_proj.weight.grad is None or out_proj.weight.grad.abs().sum() == 0
+    assert model.config._attn_implementation == "sdpa"

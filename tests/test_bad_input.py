@@ -190,6 +190,10 @@ CASES = [
     ("landscape-steps-2", [*AL, "{run}", "--steps", "2", "--out", "{root}/l"], "steps: must be >= 3"),
     ("landscape-top-without-fisher", [*AL, "{run}", "--mask", "top", "--out", "{root}/l"], "needs --fisher"),
     ("landscape-out-is-file", [*AL, "{run}", "--out", "{root}/notes.txt"], "--out: "),
+    ("landscape-corrupt-fisher", [*AL, "{run}", "--mask", "top", "--fisher", "{root}/binary.yaml", "--steps", "3",
+                                  "--out", "{root}/l"], "binary.yaml"),
+    ("landscape-fisher-missing", [*AL, "{run}", "--mask", "top", "--fisher", "{root}/none.safetensors",
+                                  "--steps", "3", "--out", "{root}/l"], "none.safetensors"),
     # --- fisher (the command line; the Fisher files themselves are tested in test_fisher.py)
     ("fisher-model-missing", ["fisher", "./nowhere", "--data", "{root}/corpus.jsonl", "--objective", "mlm",
                               "--out", "{root}/f.safetensors"], "./nowhere"),

@@ -99,3 +99,27 @@ def test_sweep_significance_rows_against_the_first_configuration(tmp_path):
     assert [(r["configuration"], r["baseline"], r["metric"]) for r in rows] == [
         ("l1", "base", "accuracy"), ("l1", "base", "constraint_consistency")]
     assert float(rows[0]["diff"]) == pytest.approx(-0.2)
+
+
+@pytest.mark.slow
+def test_compare_reads_real_beliefbank_runs(tmp_path, tiny_dirs):
+    from conftest import tiny_config
+    from guidetune.config import load_config
+    from guidetune.experiment import run_training
+
+    runs = []
+    for name, lr in (("a", 1e-3), ("b", 1e-5)):
+        cfg = load_config(tiny_config(tmp_path, tiny_dirs["bert"], {"train": "x", "eval": "x"}, name=name,
+                                      task={"name": "beliefbank", "limit_train": 64, "max_length": 40,
+                                            "negation": "balance"},
+                                      train={"max_steps": 3, "batch_size": 8, "lr": lr}))
+        run_training(cfg)
+        runs.append(load_run(tmp_path / "runs" / name))
+    rows = {r.metric: r for r in compare_runs([runs[0]], [runs[1]])}
+    for run, side in ((runs[0], "a"), (runs[1], "b")):
+        res = json.loads((run.path / "results.json").read_text())["metrics"]
+        for m in ("f1", "accuracy", "edge_f1", "edge_accuracy", "accuracy_negated", "accuracy_plain"):
+            assert getattr(rows[m], side) == pytest.approx(res[m], abs=1e-12)  # items rebuild the reported metric
+        if "multihop_consistency" in rows:  # both models believed some chains (a random tiny model may not)
+            assert getattr(rows["multihop_consistency"], side) == pytest.approx(res["multihop_consistency"])
+    assert "paired bootstrap over" in rows["f1"].test

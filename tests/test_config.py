@@ -43,7 +43,7 @@ def test_every_error_is_reported_at_once():
         "extra_key: unknown field",
         "task.name: unknown task 'clasification'. Did you mean 'classification'?",
         "train.batch_size: expected an integer, got 'big'",
-        "finetune.mode: got 'lora2', allowed: full, head, last_layer, lora, adapter. Did you mean 'lora'?",
+        "finetune.mode: got 'lora2', allowed: full, head, last_layer, lora, qlora, adapter. Did you mean 'lora'?",
         "regularizers[0].weight: must be >= 0, got -1.0",
         "regularizers[1].name: unknown regularizer 'l3'. Did you mean 'l1'?",
         "regularizers[2].tokens: got 'every'",

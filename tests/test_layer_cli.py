@@ -54,6 +54,7 @@ def test_ls_layers_verify_reports_all_equal(capsys, qwen3_dir):
     assert all(ln.endswith(" OK") for ln in lines[1:-1]) and len(lines) - 2 == 12
     assert any("decoder.layers.0.attn.probs" in ln and "eager attentions" in ln for ln in lines)
     assert lines[-1] == "12/12 checks equal within 0.0001"
+    assert "hidden_states[2] after the final norm" in out  # the last block: LLaMA-style final norm
 
 
 def test_ls_layers_verify_exits_1_on_a_wrong_table(capsys, qwen3_dir, monkeypatch):
@@ -65,10 +66,9 @@ def test_ls_layers_verify_exits_1_on_a_wrong_table(capsys, qwen3_dir, monkeypatc
     monkeypatch.setattr(families, "FAMILIES", tuple(wrong if f is fam else f for f in families.FAMILIES))
     code, out, _ = run_cli(capsys, "ls", "layers", str(qwen3_dir), "--verify")
     assert code == 1
-    fails = [ln.split()[0] for ln in out.splitlines() if ln.endswith(" FAIL")]
+    fails = [ln.split()[0] for ln in out.strip().splitlines()[1:-1] if ln.endswith(" FAIL")]
     assert fails == ["decoder.layers.0.out", "decoder.layers.1.out"]
     assert out.strip().splitlines()[-1] == "10/12 checks equal within 0.0001; 2 FAIL"
-    assert "hidden_states[2] after the final norm" in out  # the last block: LLaMA-style final norm
 
 
 def test_validate_reports_head_name_and_type_errors_together(capsys, tmp_path, tiny_dirs, cls_data):

@@ -175,3 +175,21 @@ def test_option_that_does_not_fit_alone_is_one_line(tmp_path, tok):
     with pytest.raises(GuidetuneError) as e:
         task.evaluate(tiny_model("gpt2").eval())
     assert str(e.value) == f"{p}:2: option 1 is 130 tokens; with one prompt token it does not fit the model's 128 positions"
+
+
+def test_input_target_variant_with_the_answer_given_as_class_text(tmp_path, tok):
+    rows = [{"input": "Question: Is ice not cold?\nAnswer:", "choices": "[' yes', ' no']", "target": " no"},
+            {"input": "Question: Can a fish not walk?\nAnswer:", "choices": [" yes", " no"], "target": "yes"}]
+    p = _write(tmp_path, rows, name="bb.jsonl")
+    task = build_plugin(TASKS, PluginSpec("multiple_choice", {
+        "eval": str(p), "fields": {"prompt": "input", "classes": "choices", "answer_index": "target"}}))
+    task.setup(tok)
+    assert [(i.classes, i.answer) for i in task.items("eval")] == [((" yes", " no"), 1), ((" yes", " no"), 0)]
+    rows[1]["target"] = "maybe"
+    _write(tmp_path, rows, name="bb.jsonl")
+    task = build_plugin(TASKS, PluginSpec("multiple_choice", {
+        "eval": str(p), "fields": {"prompt": "input", "classes": "choices", "answer_index": "target"}}))
+    with pytest.raises(GuidetuneError) as e:
+        task.setup(tok)
+    assert str(e.value) == (f"{p}:2:82: answer_index must be an integer (or a class, or a label in label_map), "
+                            "got 'maybe'")

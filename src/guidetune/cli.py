@@ -176,14 +176,14 @@ def cmd_analyze_neurons(a) -> int:
     print(f"written: {a.out}/ (summary.json, neurons_*.csv, top_*.csv/.md, firing_rates.png"
           + (", comparison.png)" if a.compare else ")"))
     if a.ablate_top:
-        from .analysis.ablate import ablate_concepts
+        from .analysis.ablate_cmd import ablate_concepts
 
         print("\n" + ablate_concepts(a) + f"written: {a.out}/ablation/ (ablation.md, ablation_<concept>.json/.md)")
     return 0
 
 
 def cmd_analyze_ablate(a) -> int:
-    from .analysis.ablate import markdown, run_ablate
+    from .analysis.ablate_cmd import markdown, run_ablate
 
     res = run_ablate(a)
     print(markdown(res) + f"written: {a.out}/ (ablation.json, ablation.md)")

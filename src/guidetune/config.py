@@ -262,8 +262,9 @@ def _plugin(raw: Any, where: str, errors: list[str], weighted: bool) -> PluginSp
 
 def parse_config(data: dict, source: str | None = None) -> ExperimentConfig:
     """Build and validate an ExperimentConfig from a raw dict; every problem is reported at once."""
-    from .regularizers import REGULARIZERS
-    from .tasks import TASKS
+    from .registry import plugins  # the plug-ins sit above config: asked for by kind, not imported
+
+    REGULARIZERS, TASKS = plugins("regularizer"), plugins("task")
 
     errors: list[str] = []
     data = dict(data)

@@ -36,3 +36,18 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+# Plug-in packages by kind: a registry is filled when its package is imported (each package's __init__
+# imports its plug-ins, the one visible place of registration). Code below the plug-ins -- config
+# validation -- asks for a registry by kind at run time instead of importing the plug-ins it validates.
+_PACKAGES = {"regularizer": ("guidetune.regularizers", "REGULARIZERS"), "task": ("guidetune.tasks", "TASKS"),
+             "analysis": ("guidetune.analysis", "ANALYSES")}
+
+
+def plugins(kind: str) -> Registry:
+    """The filled registry of ``kind`` (regularizer | task | analysis), its package imported on first use."""
+    import importlib
+
+    module, attr = _PACKAGES[kind]
+    return getattr(importlib.import_module(module), attr)

@@ -13,6 +13,7 @@ place, so a killed process leaves either the old or the new version, never half 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -234,13 +235,22 @@ def fingerprint(path: str | Path) -> dict:
     if p.is_dir():
         files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
         h = hashlib.sha256()
+        shallow = len(files) > 2000  # a big tree: names, sizes and times only
         for q in files:
-            h.update(f"{q.relative_to(p)}\0{json.dumps(fingerprint(q), sort_keys=True)}\0".encode())
+            st = q.stat()
+            part = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns} if shallow else fingerprint(q)
+            h.update(f"{q.relative_to(p)}\0{json.dumps(part, sort_keys=True)}\0".encode())
         return {"files": len(files), "sha256": h.hexdigest()}
     st = p.stat()
     if st.st_size > _HASH_LIMIT:
         return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-    return {"bytes": st.st_size, "sha256": sha256_file(p)}
+    return {"bytes": st.st_size, "sha256": _sha256_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, computed once per (path, size, mtime) in a process (a sweep checks every cell)."""
+    return sha256_file(path)
 
 
 def command_line() -> str:

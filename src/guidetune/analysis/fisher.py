@@ -77,8 +77,8 @@ class PerSampleSquaredGrads:
         if self._paused:  # the rules' own calls of a module (torch.func) are not part of the forward
             return out
         b = self.batch_size
-        if not torch.is_tensor(out):
-            raise GuidetuneError(f"fisher: no per-sample rule for {type(module).__name__} (its output is not a tensor)")
+        if not torch.is_tensor(out):  # no rule: its parameters show up as "direct" in the probe
+            return out
         broadcast = False
         if b > 1 and (out.dim() == 0 or out.shape[0] != b):
             if out.dim() == 0 or out.shape[0] != 1:

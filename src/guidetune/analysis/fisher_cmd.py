@@ -147,6 +147,9 @@ def run_fisher(a) -> dict:
         samples, _ = load_samples(a.data, objective, tok, a.max_length, a.text_field, a.label_field)
         if not samples:
             raise GuidetuneError(f"--data: '{a.data}' holds no samples")
+    import torch
+
+    torch.manual_seed(a.seed)  # a fresh classifier is the same in every process (and every run)
     model, tok = load_model(spec, num_labels=num_labels, problem_type=problem, device_map=a.device_map)
     if task is not None:  # the model's tokenizer settings (token type ids dropped where the model takes none)
         samples = task_samples(task, tok)

@@ -98,7 +98,8 @@ def multihop_checks(edge_answers: dict[Pair, bool], pair_answers: dict[Pair, boo
     out = []
     for implied_m, said in ((iy, ay), (in_, an)):
         c = implied_m.multiply(answered).tocoo()
-        out.append(np.asarray(said[c.row, c.col]).ravel() > 0)
+        vals = said[c.row, c.col] if c.nnz else np.zeros(0)  # scipy returns a sparse 1x0 for no indices
+        out.append(np.asarray(vals.todense() if sp.issparse(vals) else vals).ravel() > 0)
     return np.concatenate(out)
 
 

@@ -6,7 +6,6 @@ import math
 import torch
 
 from ..layers.capture import Capture
-from ..tasks.base import strip_extras
 
 NEAR_ZERO = 0.1  # |a_i| < NEAR_ZERO * RMS(a) counts as near zero (scale-free, per token)
 
@@ -26,7 +25,8 @@ def activation_sparsity(model, task, split: str, layers: list[str], batch_size: 
     cap = Capture(model, layers, detach=True)
     sums = {n: [0.0, 0.0, 0.0, 0] for n in cap.names}
     for start in range(0, len(feats), batch_size):
-        inputs, _ = strip_extras(task.collate(feats[start:start + batch_size]))
+        # model inputs only: the task's gt_* extras are for the regularizers (tasks.base.strip_extras)
+        inputs = {k: v for k, v in task.collate(feats[start:start + batch_size]).items() if not k.startswith("gt_")}
         inputs = {k: v.to(device) for k, v in inputs.items()}
         with cap as captures:
             model(**inputs)
