@@ -201,3 +201,13 @@ def test_api_load_run_takes_trust_only_from_its_arguments(tmp_path, tiny_dirs, c
     with pytest.raises(GuidetuneError, match="pass --trust-remote-code"):
         load_run(run)
     assert not marker.exists()
+
+
+def test_a_run_asking_for_a_hub_attention_kernel_is_refused(capsys, tmp_path, tiny_dirs, cls_data):
+    run, marker = _evil_run(tmp_path, tiny_dirs, cls_data, trust_in_config=False)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["attn_implementation"] = "kernels-community/evil"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(capsys, "eval", str(run))
+    assert code == 2 and err.count("\n") == 1
+    assert "attention kernel 'kernels-community/evil'" in err and "--trust-remote-code" in err

@@ -169,3 +169,16 @@ def test_gpu_eval_equals_cpu_eval(finished_run):
     cpu = _eval(finished_run, "--device", "cpu")
     gpu = _eval(finished_run, "--device", "cuda")
     assert gpu["accuracy"] == cpu["accuracy"]
+
+
+@no_cuda
+def test_python_api_takes_the_same_device_keywords(tmp_path, tiny_dirs):
+    import guidetune
+
+    with pytest.raises(GuidetuneError, match=r"^--device: 'cuda' asked for but torch sees no CUDA GPU"):
+        guidetune.evaluate(tmp_path / "no-run", device="cuda")
+    corpus, conc = _corpus(tmp_path)
+    with pytest.raises(GuidetuneError, match=r"^--device: 'cuda:0' asked for"):
+        guidetune.analyze.neurons(str(tiny_dirs["bert"]), corpus=corpus, concepts=conc, device="cuda:0",
+                                  out=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()

@@ -155,9 +155,12 @@ def test_readers_refuse_corrupt_incomplete_and_foreign_sets(tmp_path, tiny_dirs,
     manifest_path(out).unlink()  # as if killed between the data files and the manifest
     with pytest.raises(GuidetuneError, match="has no manifest"):
         load(out, bert)
-    # and through a reader's command line: one line
-    _one_line_error(capsys, ["analyze", "landscape", str(tiny_dirs["bert"]), "--fisher", str(bad), "--mask", "top",
-                             "--out", str(tmp_path / "ls")], "is corrupt or not a safetensors file")
+    # and through a reader: the fisher_dropout regularizer refuses it at setup
+    from guidetune.config import PluginSpec, build_plugin
+    from guidetune.regularizers import REGULARIZERS
+
+    with pytest.raises(GuidetuneError, match="has no manifest"):
+        build_plugin(REGULARIZERS, PluginSpec("fisher_dropout", {"fisher": str(out)})).setup(bert, None)
 
 
 def test_a_wrong_rule_is_refused_by_name_before_estimating(tok, make_model, monkeypatch):

@@ -102,13 +102,14 @@ def open_run(path: str | Path) -> Run:
 
 
 def evaluate(run: str | Path | Run, batch_size: int | None = None, trust_remote_code: bool = False,
-             allow_pickle: bool = False) -> dict:
+             allow_pickle: bool = False, device: str | None = "auto", dtype: str | None = None) -> dict:
     """Re-evaluate a run's saved model on its task (as ``guidetune eval``); returns the metrics, which
-    are also stored under ``eval`` in its results.json."""
+    are also stored under ``eval`` in its results.json. ``device``/``dtype`` as ``--device``/``--dtype``."""
     from .experiment import evaluate_run
 
     path = run.path if isinstance(run, Run) else run
-    return evaluate_run(path, batch_size, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    return evaluate_run(path, batch_size, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                        device=device, dtype=dtype)
 
 
 def fisher(model: str, data: str, objective: str, out: str = "fisher.safetensors", **options) -> dict:

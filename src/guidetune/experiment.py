@@ -329,6 +329,9 @@ def load_run(run_dir: str | Path, trust_remote_code: bool = False, allow_pickle:
             flag = "--" + key.replace("_", "-")
             raise GuidetuneError(f"run '{run_dir}' was trained with model.{key}=true; loading it can run code "
                                  f"shipped with it: pass {flag} only if you trust who made it")
+    if "/" in str(cfg.model.attn_implementation or "") and not trust_remote_code:  # a hub kernel is code too
+        raise GuidetuneError(f"run '{run_dir}' asks for the attention kernel '{cfg.model.attn_implementation}' "
+                             "(code from the hub); pass --trust-remote-code only if you trust who made it")
     model_spec = replace(cfg.model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     cfg = replace(cfg, model=model_spec)
     if cfg.finetune.mode == "full":

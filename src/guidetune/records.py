@@ -214,10 +214,12 @@ def _read_json(p: Path, text: str, suffix: str) -> Table:
             if len(lists) != 1:
                 raise GuidetuneError(f"{p}: expected a list of records (or an object holding one list), "
                                      f"got an object with keys {', '.join(list(data)[:8])}")
-            data = data[lists[0]]
+            key, data = lists[0], data[lists[0]]
+        else:
+            key = None
         if not isinstance(data, list):
             raise GuidetuneError(f"{p}: expected a list of records, got {type(data).__name__}")
-        for i, rec, line in zip(range(len(data)), data, _element_lines(text, len(data))):
+        for i, rec, line in zip(range(len(data)), data, _element_lines(text, len(data), key)):
             if not isinstance(rec, dict):
                 raise GuidetuneError(f"{p}:{line}: record {i} is a {type(rec).__name__}, expected an object")
             objects.append((line, rec, lines[line - 1] if line <= len(lines) else ""))
@@ -245,19 +247,24 @@ def _read_json(p: Path, text: str, suffix: str) -> Table:
     return Table(p, list(names), records)
 
 
-def _element_lines(text: str, n: int) -> list[int]:
-    """Line of each top-level element of a JSON array (found by decoding element by element)."""
+def _element_lines(text: str, n: int, key: str | None = None) -> list[int]:
+    """Line of each element of the record list (a top-level array, or the list under ``key``)."""
     dec = json.JSONDecoder()
-    pos = text.index("[") + 1 if text.lstrip().startswith("[") else None
-    if pos is None:  # {"data": [...]}: find the list
-        pos = text.index("[", text.index(":")) + 1
-    out = []
-    for _ in range(n):
-        while text[pos] in " \t\r\n,":
-            pos += 1
-        out.append(text.count("\n", 0, pos) + 1)
-        _, pos = dec.raw_decode(text, pos)
-    return out
+    try:
+        if key is None:
+            pos = text.index("[") + 1
+        else:  # {"data": [...]}: the list after the key (found by decoding the key's value position)
+            pos = text.index(":", text.index(json.dumps(key)) + len(json.dumps(key)))
+            pos = text.index("[", pos) + 1
+        out = []
+        for _ in range(n):
+            while text[pos] in " \t\r\n,":
+                pos += 1
+            out.append(text.count("\n", 0, pos) + 1)
+            _, pos = dec.raw_decode(text, pos)
+        return out
+    except (ValueError, IndexError):  # e.g. the key written with escapes: records still read, lines unknown
+        return [1] * n
 
 
 class FieldMap:
