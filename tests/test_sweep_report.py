@@ -173,3 +173,11 @@ def test_sweep_line_plot_uses_a_log_axis_for_a_log_grid(tmp_path, tiny_dirs, cls
     assert seen["sw: accuracy against lr"] == ("log", "train.lr (log scale)",
                                                "accuracy (mean over seeds; band: inter-quartile range)")
     assert (out / "lines_accuracy.png").stat().st_size > 1000
+
+
+def test_summary_keeps_metrics_ending_in_n_and_drops_counts():
+    from guidetune.sweep import _flatten
+
+    row = _flatten({"metrics": {"pearson": 0.5, "spearman": 0.4, "accuracy_plain": 0.9, "n": 10,
+                                "n_items": 3, "multihop_checks": 7, "truncated_items": 1}})
+    assert row == {"pearson": 0.5, "spearman": 0.4, "accuracy_plain": 0.9}

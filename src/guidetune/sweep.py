@@ -34,7 +34,7 @@ from .runs import RunDir, atomic_write
 from .spec import build, check, finish
 
 log = logging.getLogger(__name__)
-COUNT_KEYS = ("n", "checks", "questions", "applicable", "tokens")
+COUNT_KEYS = ("n", "checks", "questions", "applicable", "tokens", "items", "skipped")
 
 
 @dataclass
@@ -201,9 +201,15 @@ def _logarithmic(xs: list[float]) -> bool:
     return len(xs) >= 3 and min(xs) > 0 and max(xs) / min(xs) >= 10
 
 
+def _is_count(key: str) -> bool:
+    """Counts (``n``, ``n_items``, ``multihop_checks``) are not summarised; ``pearson`` and ``accuracy_plain`` are."""
+    parts = key.split("_")
+    return parts[0] == "n" or parts[-1] in COUNT_KEYS
+
+
 def _flatten(results: dict) -> dict[str, float]:
     row = {k: v for k, v in results.get("metrics", {}).items()
-           if isinstance(v, (int, float)) and not k.endswith(COUNT_KEYS)}
+           if isinstance(v, (int, float)) and not _is_count(k)}
     for layer, s in results.get("sparsity", {}).items():
         short = layer.replace("encoder.layers.", "enc").replace("decoder.layers.", "dec")
         row[f"hoyer[{short}]"] = s["hoyer"]
