@@ -1,9 +1,11 @@
 """Fisher on MiniLM, 256 samples: guidetune (batched per-sample gradients) vs the straightforward loop
 (batch of one, torch.autograd.grad, square, accumulate), same samples, one run.
 
-    python benchmarks/fisher_speed.py [--samples 256] [--batch-size 16]
+    python benchmarks/fisher_speed.py [--samples 256] [--batch-size 16] [--objective task|clm]
 
-Objective ``task`` (the demo sentiment labels; MiniLM has no LM head). Agreement: the largest relative
+Objective ``task`` (the demo sentiment labels; MiniLM has no LM head), or ``clm``: a random 4-layer
+LLaMA-type causal LM (hidden 256, FFN 1024, 4 heads / 2 KV heads, untied 30,522-token LM head), next-token
+labels from the input ids. Agreement: the largest relative
 error over all parameters, where Fisher values below 1e-6 of the largest are compared as 0 (float32
 noise; e.g. attention key biases have exactly zero gradient). ``ratio:`` = speed-up; targets >= 5 and
 error <= 1e-4.
@@ -22,24 +24,38 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--objective", choices=["task", "clm"], default="task")
     a = ap.parse_args()
     from guidetune.analysis.fisher_estimate import estimate, per_sample_nll
     from guidetune.tasks.base import pad_batch
 
-    header(f"Fisher speed: batched per-sample gradients vs batch-of-one loop (MiniLM, {a.samples} samples)")
-    model, tok = minilm()
-    model.eval()
     texts = demo_texts()
-    samples = [dict(tok(texts[i % len(texts)], truncation=True, max_length=32), labels=i % 2) for i in range(a.samples)]
+    if a.objective == "clm":
+        from guidetune.testing import tiny_model, tokenizer
+
+        header(f"Fisher speed: batched per-sample gradients vs batch-of-one loop (LLaMA-type causal LM, clm, "
+               f"{a.samples} sequences)")
+        model = tiny_model("llama", "causal_lm", hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=64, tie_word_embeddings=False)
+        tok = tokenizer()
+        samples = [dict(tok(texts[i % len(texts)], truncation=True, max_length=32)) for i in range(a.samples)]
+        for s in samples:
+            s.pop("token_type_ids", None)
+    else:
+        header(f"Fisher speed: batched per-sample gradients vs batch-of-one loop (MiniLM, {a.samples} samples)")
+        model, tok = minilm()
+        samples = [dict(tok(texts[i % len(texts)], truncation=True, max_length=32), labels=i % 2)
+                   for i in range(a.samples)]
+    model.eval()
     t0 = time.perf_counter()
-    ours = estimate(model, tok, samples, "task", a.batch_size, progress=False)[a.samples]
+    ours = estimate(model, tok, samples, a.objective, a.batch_size, progress=False)[a.samples]
     t_ours = time.perf_counter() - t0
 
     params = dict(model.named_parameters())
     total = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
     t0 = time.perf_counter()
     for s in samples:
-        nll = per_sample_nll(model, pad_batch(tok, [s]), "task")
+        nll = per_sample_nll(model, pad_batch(tok, [s]), a.objective)
         for (n, _), g in zip(params.items(), torch.autograd.grad(nll.sum(), list(params.values()), allow_unused=True)):
             if g is not None:
                 total[n] += g.double() ** 2

@@ -22,7 +22,8 @@ def list_all() -> str:
     for kind, reg in _registries().items():
         lines.append(f"{kind}:")
         lines += [f"  {n:<22} {_first_line(reg.get(n))}" for n in reg.names()]
-    lines.append("layers: guidetune ls layers MODEL")
+    lines.append("layers: guidetune ls layers MODEL [--verify]")
+    lines.append("models: guidetune ls models (supported model types)")
     return "\n".join(lines)
 
 

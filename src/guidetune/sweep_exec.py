@@ -93,6 +93,14 @@ def execute(jobs: list[tuple], workers: int = 1, launcher: str = "local", folder
     return _pool(jobs, workers)
 
 
+def _slots(manager, gpus: list):
+    """A queue each pool worker takes its GPU id (or None) from, once, when it starts."""
+    q = manager.Queue()
+    for g in gpus:
+        q.put(g)
+    return q
+
+
 def _pool(jobs: list[tuple], workers: int) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -101,11 +109,9 @@ def _pool(jobs: list[tuple], workers: int) -> None:
     workers = min(workers, len(jobs))
     gpus, threads = plan_resources(workers)
     ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited torch threads or CUDA state
-    slots = ctx.Manager().Queue()
-    for g in gpus:
-        slots.put(g)
     failed: list[str] = []
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads)) as pool:
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                                       initargs=(_slots(manager, gpus), threads)) as pool:
         futures = {pool.submit(run_one, *job, threads): job for job in jobs}
         for fut in as_completed(futures):
             name = futures[fut][0]["name"]

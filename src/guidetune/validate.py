@@ -13,7 +13,7 @@ _PATH_KEYS = ("train", "eval", "data", "glue_dir")
 
 
 def layer_fields(cls) -> list[str]:
-    """Fields of a plug-in dataclass that hold layer names: named ``*layer*`` or marked ``metadata={"layers": True}``."""
+    """Plug-in dataclass fields holding layer names: named ``*layer*``, or ``metadata={"layers": True}``."""
     return [f.name for f in dataclasses.fields(cls) if "layer" in f.name or f.metadata.get("layers")]
 
 

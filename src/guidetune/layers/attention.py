@@ -17,6 +17,10 @@ Models that call their attention through the interface get their probabilities f
 ``guidetune ls layers MODEL --verify`` and the family tests check every adapter against eager attention.
 Attention dropout is not applied: the probabilities are the pre-dropout ones, which is what a guidance
 target should be compared with.
+
+Gradient checkpointing: the hooks here only take views of the projections, except Falcon's rotary
+embedding and BERT's relative position scores, which run inside the block; those two cannot be combined
+with ``train.gradient_checkpointing`` for an ``attn.probs`` loss (the recomputed block does not redo them).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ class AttnInputs:
     causal: bool = False
     softcap: float | None = None  # Gemma-2: scores = softcap * tanh(scores / softcap) before the mask
     full: torch.Tensor | None = None  # probabilities the model formed itself [batch, head, query, key]
+    kv_groups: int = 1  # grouped-query attention: query heads per key head (k has num_heads / kv_groups heads)
 
     @property
     def num_heads(self) -> int:
@@ -53,8 +58,10 @@ class AttnInputs:
             p = self.full if heads is None else self.full[:, heads]
             return p.float()
         q, k = self.q, self.k
-        if heads is not None:
-            q, k = q[:, heads], k[:, heads]
+        if heads is not None:  # query head h reads key head h // kv_groups
+            q, k = q[:, heads], k[:, [h // self.kv_groups for h in heads]]
+        elif self.kv_groups > 1:
+            k = k.repeat_interleave(self.kv_groups, dim=1)
         scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * self.scale
         if self.softcap:
             scores = torch.tanh(scores / self.softcap) * self.softcap
@@ -156,13 +163,12 @@ def _falcon(module, state, out) -> AttnInputs:
     q, k = q.transpose(1, 2), k.transpose(1, 2)
     cos, sin = _arg(state, "position_embeddings", None)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
-    if k.shape[1] != q.shape[1]:
-        k = k.expand(-1, q.shape[1], -1, -1) if k.shape[1] == 1 else k.repeat_interleave(q.shape[1] // k.shape[1], 1)
     mask = _arg(state, "attention_mask", 2)
     causal = mask is None and q.shape[2] > 1
     if mask is not None:
         mask = mask[:, :, :, : k.shape[-2]]
-    return AttnInputs(q=q, k=k, scale=1.0 / math.sqrt(module.head_dim), mask=mask, causal=causal)
+    return AttnInputs(q=q, k=k, scale=1.0 / math.sqrt(module.head_dim), mask=mask, causal=causal,
+                      kv_groups=q.shape[1] // k.shape[1])
 
 
 def _dropout(module: nn.Module, store: Store) -> list:

@@ -13,8 +13,9 @@ anyway; an ``attn.probs`` capture adds one [query x key] matmul + softmax per re
 lazily on first access from the queries and keys, while the model itself keeps its fast attention
 implementation (SDPA) in every layer. Models that call attention through transformers' attention
 interface are switched to guidetune's registered wrapper while inside the ``with`` block and restored
-after (:mod:`guidetune.layers.interface`); the others use the adapters of :mod:`guidetune.layers.attention`. With nothing
-requested no hook is registered at all. If a hooked module runs twice inside one ``with`` block
+after (:mod:`guidetune.layers.interface`); the others use the adapters of
+:mod:`guidetune.layers.attention`. With nothing requested no hook is registered at all. If a hooked
+module runs twice inside one ``with`` block
 (e.g. ``generate``), the last call wins. Gradient checkpointing (non-reentrant, as
 ``train.gradient_checkpointing`` sets it) re-runs blocks in the backward pass after the ``with`` block
 has exited and removed the hooks, so each activation is recorded once and keeps its graph: terms and
@@ -162,6 +163,7 @@ class Capture:
             self._interface[r.module] = self._gated(r, store)
             return []
         return install_attention_hooks(r.family.attention, r.module, self._gated(r, store))
+
     def __enter__(self) -> Captures:
         self.captures = Captures(self.resolved, self._expand)
         if not self.resolved:

@@ -58,5 +58,6 @@ def layer_table(model, tokenizer=None) -> list[tuple[str, str, str]]:
             text = f"[batch * seq, {shape[-1]}]"
         else:
             text = _symbolic(shape, batch, seq)
-        rows.append((r.name, paths.get(id(r.module), "?"), text))
+        path = paths.get(id(r.module), "?") + (f" (call {r.call})" if r.call is not None else "")  # shared layer
+        rows.append((r.name, path, text))
     return rows

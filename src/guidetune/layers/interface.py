@@ -56,9 +56,11 @@ def _scale(module: nn.Module, query: torch.Tensor, kwargs: dict) -> float:
 
 
 def inputs_from(module: nn.Module, query, key, attention_mask, impl: str, kwargs: dict) -> AttnInputs:
-    """What the attention function was handed, as AttnInputs ([batch, head, seq, dim] q and k)."""
-    if key.shape[1] != query.shape[1]:  # grouped-query attention: repeat the key heads
-        key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+    """What the attention function was handed, as AttnInputs ([batch, head, seq, dim] q and k).
+
+    No autograd operation runs here, inside the model's forward (gradient checkpointing recomputes the
+    forward without this function and must find the same saved tensors): the key-head repeat of grouped
+    query attention and the mask slicing happen lazily in :meth:`AttnInputs.probs`."""
     mask, causal = attention_mask, False
     if mask is None:
         # What SDPA/flash do without a mask (eager does not mask at all)
@@ -66,12 +68,12 @@ def inputs_from(module: nn.Module, query, key, attention_mask, impl: str, kwargs
         is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
         causal = impl != "eager" and bool(is_causal) and query.shape[2] > 1
     elif mask.dim() == 4:
-        mask = mask[:, :, :, : key.shape[-2]]
+        mask = mask[:, :, :, : key.shape[-2]]  # masks do not require grad: slicing records no graph
     elif mask.dim() == 2:  # flash: [batch, key] padding mask, causality from the module
         causal = bool(getattr(module, "is_causal", False)) and query.shape[2] > 1
         mask = mask.bool()[:, None, None, :]
     return AttnInputs(q=query, k=key, scale=_scale(module, query, kwargs), mask=mask, causal=causal,
-                      softcap=kwargs.get("softcap"))
+                      softcap=kwargs.get("softcap"), kv_groups=query.shape[1] // key.shape[1])
 
 
 def guidetune_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):

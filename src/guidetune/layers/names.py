@@ -23,7 +23,8 @@ A canonical name is ``{stack}.layers.{i}.{site}``:
 Globs: ``*`` matches one dotted component, ``**`` any number (``**.attn.probs`` = every attention).
 Aliases: ``{stack}.first``, ``{stack}.middle`` (layer ``n // 2``), ``{stack}.final`` (layer ``n - 1``), and
 stack-less ``first``/``middle``/``final`` for the stack that feeds the head (the decoder if the model
-has one, else the encoder); a name without a site means ``.out`` (``encoder.final`` == ``encoder.layers.5.out`` on MiniLM). Globs
+has one, else the encoder); a name without a site means ``.out`` (``encoder.final`` ==
+``encoder.layers.5.out`` on MiniLM). Globs
 (``encoder.layers.*.ffn.act``, ``**.attn.probs``) expand over the canonical names.
 
 Which model types have a table, and the per-family details (mixture-of-experts sites, ALBERT's shared
@@ -231,7 +232,8 @@ class LayerScheme:
             sites = ", ".join(s for s in self.family.sites[stack] if s not in self.unavailable)
             parts.append(
                 f"{stack}.layers.{{0..{n - 1}}}.{{{sites}}}; aliases {stack}.first/middle/final"
-                f" (= layers 0/{n // 2}/{n - 1}); globs such as {stack}.layers.*.{'ffn.experts.*.act' if self.experts else 'ffn.act'}"
+                f" (= layers 0/{n // 2}/{n - 1}); globs such as {stack}.layers.*."
+                f"{'ffn.experts.*.act' if self.experts else 'ffn.act'}"
                 + ("; first/middle/final" if stack == self.head_stack() else "")
             )
         return " | ".join(parts)
