@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from guidetune.analysis.fisher_estimate import estimate, load, per_sample_nll
+from guidetune.analysis.fisher_estimate import estimate, load
 from guidetune.analysis.fisher_io import manifest_path
 from guidetune.cli import main
 from guidetune.config import ModelSpec
@@ -187,3 +187,27 @@ def test_supported_names_parameters_without_a_rule(make_model, monkeypatch):
     assert supported(model) == (True, [])
     monkeypatch.setattr(fisher_rules, "generic", lambda m, *a, **k: [])  # as if RMSNorm had no rule: direct
     assert supported(model) == (True, [])  # still exact: estimated by autograd one sample at a time
+
+
+def test_device_map_auto_loading_gives_the_same_estimate(tmp_path, tiny_dirs, cls_file):
+    pytest.importorskip("accelerate")
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    args = ["fisher", str(tiny_dirs["bert"]), "--data", str(cls_file), "--objective", "task", "--device", "cpu"]
+    assert main([*args, "--out", str(a)]) == 0
+    assert main([*args, "--device-map", "auto", "--out", str(b)]) == 0
+    fa, fb = _fisher(a), _fisher(b)
+    assert all(torch.equal(fa[n], fb[n]) for n in fa)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fisher_on_cuda_equals_cpu_with_float64_totals(tok, make_model):
+    model = make_model("llama").eval()
+    samples = [dict(tok(t)) for t in TEXTS]
+    for s in samples:
+        s.pop("token_type_ids")
+    cpu = estimate(model, tok, samples, "clm", batch_size=3, progress=False)[6]
+    gpu = estimate(model.cuda(), tok, samples, "clm", batch_size=3, progress=False)[6]
+    top = max(float(v.max()) for v in cpu.values())
+    for n in cpu:
+        assert float(((gpu[n].double() - cpu[n].double()).abs() / cpu[n].double().clamp_min(1e-4 * top)).max()) < 1e-3, n
