@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from pathlib import Path
 import yaml
 
 from conftest import tiny_config, write_jsonl
@@ -141,6 +142,9 @@ CASES = [
     ("eval-not-a-run", [E, "{root}/nowhere"], "not a run directory (no config.yaml)"),
     ("eval-file", [E, "{root}/notes.txt"], "not a run directory"),
     ("eval-batch-size-0", [E, "{run}", "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+    ("eval-mc-on-an-encoder", [E, "{model}", "--task", "multiple_choice", "--data",
+                               str(Path(__file__).parent / "fixtures" / "inverse_scaling.csv"), "--out", "{root}/mc"],
+     "is not a causal language model here"),
     ("eval-batch-size-text", [E, "{run}", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
     ("eval-unfinished", [E, "{root}/runs/nomodel"], "has no saved model yet"),
     ("eval-remote-code", [E, "{root}/runs/trusting"], "pass --trust-remote-code"),

@@ -17,7 +17,10 @@ def _setup_logging(verbose: bool) -> None:
         # Progress bars (tqdm: the Trainer's, the analyses') redraw ten times a second; in a log file
         # each redraw is a line. Not on a terminal, draw at most one every 30 s (and the last one).
         os.environ.setdefault("TQDM_MININTERVAL", "30")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # force: each main() binds the handler to the sys.stderr of now (a notebook or a test calling main() twice
+    # must not log into a stream that an earlier call's caller has since closed).
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                        force=True)
     logging.getLogger("guidetune").setLevel(logging.INFO)
     level = "info" if verbose else "error"
     if "transformers" in sys.modules:  # else the variable sets it on import, without importing it now

@@ -135,7 +135,9 @@ def evaluate_model(target: str, tasks: list[str], data: list[str] | None = None,
     resolve_device(device)  # a bad --device fails before any model loads
     models = _Models(target, trust_remote_code, allow_pickle, device, dtype)
     out_dir = Path(out) if out else (Path(target) / "evals" if models.run else Path("evals") / _label(target))
-    mkdir_for(out_dir / "results.json")
+    blocker = next((q for q in [out_dir, *out_dir.parents] if q.exists()), None)
+    if blocker is not None and not blocker.is_dir():  # fail before loading anything; create nothing yet
+        raise GuidetuneError(f"--out: cannot write '{out_dir}': '{blocker}' is a file, not a directory")
     results: dict = {"model": target, "run": models.run, "device": str(resolve_device(device)), "dtype": dtype or "float32",
                      "versions": versions(), "git_commit": git_commit(), "tasks": {}}
     for key, spec in zip(_keys(specs), specs):
@@ -150,6 +152,7 @@ def evaluate_model(target: str, tasks: list[str], data: list[str] | None = None,
                  "runtime_s": round(time.time() - start, 2)}
         if hasattr(task, "describe"):
             entry["data"] = task.describe()
+        mkdir_for(out_dir / "results.json")  # only once a task has a result: a failed first task leaves nothing
         preds = getattr(task, "predictions", None)
         if preds:
             name = f"predictions_{key}.jsonl"

@@ -209,9 +209,9 @@ def _train(cfg: ExperimentConfig, run: RunDir, args, checkpoint, callbacks, main
     start = time.time()
     task, model, tokenizer = prepare(cfg)
     params = parameter_report(model)
+    terms = build_terms(cfg, model, tokenizer, run if main else None)  # layer names checked before anything is said
     log.info("fine-tune mode %s: %s of %s parameters trainable (%.2f%%)", cfg.finetune.mode,
              f"{params['trainable']:,}", f"{params['total']:,}", params["trainable_pct"])
-    terms = build_terms(cfg, model, tokenizer, run if main else None)
     if main:
         run.write_meta(cfg.seed, {"parameters": params, "terms": {t.key: t.weight for t in terms},
                                   "world_size": args.world_size})

@@ -102,6 +102,12 @@ class NeuronAnalysis:
         rank, world = process_group(resolve_device(self.device))
         main = rank == 0
         results, scores_by, names, shapes = {}, {}, [], []
+        from ..models import resolve_name
+        from ..runs import RunDir
+
+        for ref in self.models:  # every model named exists before the first one is scanned
+            if not RunDir(ref).exists():
+                resolve_name(ref)
         for ref in self.models:
             label, model, tok = load_any(ref, trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle,
                                          device=self.device, dtype=self.dtype, device_map=self.device_map)

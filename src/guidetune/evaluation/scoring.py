@@ -149,6 +149,12 @@ def _causal_group(model, tok, items, limit):
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # only the last position's logits
     first = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **extra)
+    if getattr(first, "past_key_values", None) is None:
+        # BERT-like encoders load under AutoModelForCausalLM but attend both ways and keep no cache:
+        # their "log-likelihood" of an option would let the option see itself.
+        mt = getattr(model.config, "model_type", type(model).__name__)
+        raise GuidetuneError(f"multiple choice: the '{mt}' model is not a causal language model here (it keeps no KV "
+                             "cache and attends both ways); score options with a causal_lm or seq2seq_lm model")
     last_logp = torch.log_softmax(first.logits[:, -1].float(), -1)  # [items, vocab]: after each prompt
     rows, conts = [], []
     for i, it in enumerate(items):

@@ -45,7 +45,7 @@ class Captures(Mapping[str, torch.Tensor]):
         self.inputs: dict[str, torch.Tensor] = {}  # tensors the model was called with (masks, labels)
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in self._resolved and self._expand is not None:
+        if name not in self._resolved and getattr(self, "_expand", None) is not None:
             try:
                 found = self._expand(name)
             except Exception:  # noqa: BLE001 -- not a layer name: the KeyError below says what was captured
