@@ -310,12 +310,8 @@ def sparsity_layers(cfg: ExperimentConfig, terms: list[Term]) -> list[str]:
     return names
 
 
-def load_run(run_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False):
-    """(config, task, model, tokenizer) of a finished run, with the fine-tuned weights loaded.
-
-    A run directory is data, not code: ``trust_remote_code`` and ``allow_pickle`` come from the caller
-    (the command line of the person loading it), never from the run's own ``config.yaml``. A run saved
-    with either switched on is refused unless the caller passes it too."""
+def check_run(run_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False):
+    """(RunDir, config) of a loadable run, or a one-line refusal; loads no weights (commands call it up front)."""
     run = RunDir(run_dir)
     if not run.exists():
         raise GuidetuneError(f"not a run directory (no config.yaml): '{run_dir}'")
@@ -332,6 +328,16 @@ def load_run(run_dir: str | Path, trust_remote_code: bool = False, allow_pickle:
     if "/" in str(cfg.model.attn_implementation or "") and not trust_remote_code:  # a hub kernel is code too
         raise GuidetuneError(f"run '{run_dir}' asks for the attention kernel '{cfg.model.attn_implementation}' "
                              "(code from the hub); pass --trust-remote-code only if you trust who made it")
+    return run, cfg
+
+
+def load_run(run_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False):
+    """(config, task, model, tokenizer) of a finished run, with the fine-tuned weights loaded.
+
+    A run directory is data, not code: ``trust_remote_code`` and ``allow_pickle`` come from the caller
+    (the command line of the person loading it), never from the run's own ``config.yaml``. A run saved
+    with either switched on is refused unless the caller passes it too."""
+    run, cfg = check_run(run_dir, trust_remote_code, allow_pickle)
     model_spec = replace(cfg.model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     cfg = replace(cfg, model=model_spec)
     if cfg.finetune.mode == "full":

@@ -105,8 +105,12 @@ class NeuronAnalysis:
         from ..models import resolve_name
         from ..runs import RunDir
 
-        for ref in self.models:  # every model named exists before the first one is scanned
-            if not RunDir(ref).exists():
+        for ref in self.models:  # every model named is loadable before the first one is scanned
+            if RunDir(ref).exists():
+                from ..experiment import check_run
+
+                check_run(ref, self.trust_remote_code, self.allow_pickle)
+            else:
                 resolve_name(ref)
         for ref in self.models:
             label, model, tok = load_any(ref, trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle,
