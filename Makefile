@@ -30,8 +30,12 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/guidetune demo
 
+# test_devices and test_sweep_workers run in their own pytest process: in the shared process they fail
+# depending on test order (a stderr/logging state leak not yet found; both pass on their own).
+ISOLATED := tests/test_devices.py tests/test_sweep_workers.py
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest $(addprefix --ignore=,$(ISOLATED))
+	$(PY) -m pytest $(ISOLATED)
 
 bench: install
 	$(PY) benchmarks/step_overhead.py
