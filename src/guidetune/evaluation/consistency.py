@@ -86,15 +86,20 @@ def pairs_to_ask(edge_answers: dict[Pair, bool], k: int = 9) -> list[Pair]:
     return sorted(out - set(edge_answers))
 
 
-def multihop_checks(edge_answers: dict[Pair, bool], pair_answers: dict[Pair, bool], k: int = 9) -> np.ndarray:
-    """One bool per check of :func:`multihop_consistency` (True = satisfied; implied-yes checks first),
-    so that the ratio's interval can be had by resampling checks; ``mean()`` is the consistency."""
+def _answer_matrices(edge_answers: dict[Pair, bool], pair_answers: dict[Pair, bool], k: int):
+    """(implied yes, implied no, answered yes, answered no, answered) over the graph's nodes."""
     idx, iy, in_ = implied(edge_answers, k)
-    answers = {**pair_answers, **edge_answers}
+    answers = {**pair_answers, **edge_answers}  # edge answers win for pairs that are also edges
     known = {p: a for p, a in answers.items() if p[0] in idx.id and p[1] in idx.id}
     ay = idx.matrix(p for p, a in known.items() if a)
     an = idx.matrix(p for p, a in known.items() if not a)
-    answered = _bool(ay + an)
+    return iy, in_, ay, an, _bool(ay + an)
+
+
+def multihop_checks(edge_answers: dict[Pair, bool], pair_answers: dict[Pair, bool], k: int = 9) -> np.ndarray:
+    """One bool per check of :func:`multihop_consistency` (True = satisfied; implied-yes checks first),
+    so that the ratio's interval can be had by resampling checks; ``mean()`` is the consistency."""
+    iy, in_, ay, an, answered = _answer_matrices(edge_answers, pair_answers, k)
     out = []
     for implied_m, said in ((iy, ay), (in_, an)):
         c = implied_m.multiply(answered).tocoo()
@@ -110,12 +115,7 @@ def multihop_consistency(edge_answers: dict[Pair, bool], pair_answers: dict[Pair
     are used for pairs that are also edges). Returns consistency, checks, violations, and unanswered
     (implied pairs with no answer given; they are left out of the fraction).
     """
-    idx, iy, in_ = implied(edge_answers, k)
-    answers = {**pair_answers, **edge_answers}
-    known = {p: a for p, a in answers.items() if p[0] in idx.id and p[1] in idx.id}
-    ay = idx.matrix(p for p, a in known.items() if a)
-    an = idx.matrix(p for p, a in known.items() if not a)
-    answered = _bool(ay + an)
+    iy, in_, ay, an, answered = _answer_matrices(edge_answers, pair_answers, k)
     checks = iy.multiply(answered).nnz + in_.multiply(answered).nnz
     ok = iy.multiply(ay).nnz + in_.multiply(an).nnz
     return {
