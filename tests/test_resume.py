@@ -151,3 +151,33 @@ def test_a_run_that_failed_before_its_first_step_restarts_with_the_fixed_config(
     assert "encoder.final" in saved and "layers.9" not in saved
     assert json.loads((run / "results.json").read_text())["train"]["steps"] == 2
     assert 0.7 not in [json.loads(x).get("loss") for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_being_trained_by_another_process_is_left_alone(capsys, tmp_path, tiny_dirs, cls_data):
+    from guidetune.runlock import lock_path, run_lock
+
+    p = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="busy", train={"max_steps": 2})
+    run = tmp_path / "runs" / "busy"
+    # Another process started it and has not reached its first checkpoint: to a second `train` this looks
+    # like a run that failed before its first step, which it would delete and start again.
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(p.read_text())
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n')
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom guidetune.runlock import run_lock\n"
+                              "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n",
+                              str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        code, _, err = _cli(capsys, "train", str(p))
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"run '{run}' is being trained by another process (pid {child.pid}; lock {lock_path(run)})" in err
+        assert (run / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.7}\n'  # untouched
+    finally:
+        child.kill()
+        child.wait()
+    # The holder died (killed, no clean-up): the kernel dropped its lock and the run starts again.
+    code, _, err = _cli(capsys, "train", str(p))
+    assert code == 0, err
+    assert json.loads((run / "results.json").read_text())["train"]["steps"] == 2
+    with run_lock(run):  # and the finished run released it
+        pass

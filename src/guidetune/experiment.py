@@ -14,6 +14,7 @@ from .finetune.modes import apply_mode, load_trainable, parameter_report, save_f
 from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, Term, load_term_states, load_totals
 from .models import load_model
 from .regularizers import REGULARIZERS
+from .runlock import run_lock
 from .runs import RunDir, identity, identity_changes, mkdir_for
 from .tasks import TASKS
 
@@ -163,6 +164,11 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
     or other data is refused, or, with ``rerun_changed``, deleted and run again."""
     run = RunDir(cfg.run_dir)
     args = training_args(cfg, run)  # also joins the process group under torchrun / accelerate launch
+    with run_lock(run.path, enabled=args.process_index == 0):
+        return _run_locked(cfg, run, args, resume, callbacks, rerun_changed)
+
+
+def _run_locked(cfg: ExperimentConfig, run: RunDir, args, resume: bool, callbacks, rerun_changed: bool) -> dict:
     state, changes = run_state(cfg)
     checkpoint = run.last_checkpoint() if state == "resume" and resume else None
     _barrier(args)  # every process has looked before the main one writes anything

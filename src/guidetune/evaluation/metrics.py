@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+# scikit-learn is imported where a metric is computed: importing it costs about a second, which every
+# command that only reads a config (validate, ls) would otherwise pay.
 
 
 def classification_metrics(gold: Sequence[int], pred: Sequence[int], num_labels: int, positive: int = 1) -> dict:
     """accuracy, macro-F1, and (binary) F1 of the ``positive`` class."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     out = {
         "accuracy": float(accuracy_score(gold, pred)),
         "f1_macro": float(f1_score(gold, pred, average="macro", labels=list(range(num_labels)), zero_division=0)),
@@ -27,6 +30,8 @@ def regression_metrics(gold: Sequence[float], pred: Sequence[float]) -> dict:
 
 
 def mcc(gold: Sequence[int], pred: Sequence[int]) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
     return float(matthews_corrcoef(gold, pred))
 
 

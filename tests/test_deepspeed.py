@@ -1,0 +1,89 @@
+"""Canonical names, captures and regularizer terms through a real DeepSpeed ZeRO engine (stage 2: sharded
+optimizer state and gradients; stage 3: parameters sharded too, gathered module by module during the
+forward) on 2 CPU processes with gloo. Skipped where DeepSpeed is not installed (it is not a test extra:
+its source build wants a CUDA toolchain unless ``DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed``).
+
+Each rank computes l1 + attention_guidance on its own half of the batch; the terms equal those of the
+plain model on that half in one process, and the full gradients (gathered with DeepSpeed's
+``safe_get_full_grad``) equal the average of the two plain backward passes.
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from test_fsdp import _batch, _model, _terms_and_backward
+
+WORKER = r"""
+import json, sys
+import torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[2])
+import deepspeed
+from deepspeed.utils import safe_get_full_grad
+deepspeed.init_distributed(dist_backend="gloo")
+rank = dist.get_rank()
+from test_fsdp import _batch, _model, SPECS
+from guidetune.config import build_plugin
+from guidetune.layers.capture import Capture
+from guidetune.layers.names import LayerScheme, strip_wrappers
+from guidetune.regularizers import REGULARIZERS
+from guidetune.testing import tokenizer
+
+model = _model()
+config = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": int(sys.argv[3])},
+          "optimizer": {"type": "SGD", "params": {"lr": 0.0}}, "zero_allow_untested_optimizer": True}
+engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+regs = [build_plugin(REGULARIZERS, s) for s in SPECS]
+names = []
+for r in regs:
+    r.setup(engine, tokenizer())  # canonical names resolved on the engine itself
+    names += [n for n in r.captured if n not in names]
+batch = _batch([2 * rank, 2 * rank + 1])
+with Capture(engine, names) as cap:
+    out = engine(**batch)
+terms = [r.loss(cap, batch) for r in regs]
+terms = [t[0] if isinstance(t, tuple) else t for t in terms]
+engine.backward(out.loss + sum(terms))
+grads = {strip_wrappers(n): safe_get_full_grad(p).float().tolist() for n, p in engine.module.named_parameters()
+         if safe_get_full_grad(p) is not None}
+everyone = [None] * dist.get_world_size()
+dist.all_gather_object(everyone, [float(t.detach()) for t in terms])
+if rank == 0:
+    json.dump({"terms": everyone, "grads": grads, "type": type(engine).__name__,
+               "names": LayerScheme.from_model(engine).names()}, open(sys.argv[1], "w"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_two_cpu_processes_give_the_unwrapped_terms_and_gradients(tmp_path, stage):
+    pytest.importorskip("deepspeed")
+    import torch
+
+    from guidetune.layers.names import LayerScheme
+    from test_ddp import _free_port, _launcher
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    out = tmp_path / "ds.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    proc = subprocess.run([_launcher("torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+                           str(script), str(out), str(Path(__file__).parent), str(stage)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["type"] == "DeepSpeedEngine"
+    assert got["names"] == LayerScheme.from_model(_model()).names()
+
+    ref_grads = {}
+    for rank in range(2):
+        model = _model()
+        terms = _terms_and_backward(model, _batch([2 * rank, 2 * rank + 1]))
+        assert got["terms"][rank] == pytest.approx(terms, rel=1e-5)
+        for n, p in model.named_parameters():
+            ref_grads[n] = ref_grads.get(n, 0) + p.grad / 2  # data parallel: the ranks' gradients averaged
+    assert set(got["grads"]) == set(ref_grads)
+    for n, g in ref_grads.items():
+        torch.testing.assert_close(torch.tensor(got["grads"][n]), g, rtol=1e-5, atol=1e-6, msg=n)
