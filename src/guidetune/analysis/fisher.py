@@ -52,7 +52,6 @@ class PerSampleSquaredGrads:
             for name, m in model.named_modules())
         self._records: list = []
         self._handles: list = []
-        self._buffers: dict[tuple, torch.Tensor] = {}
         self.batch_size = 1
         self.keep_sums = False  # probe: also keep the unsquared per-sample gradients
         self.sums: dict[int, torch.Tensor] = {}
@@ -158,9 +157,10 @@ class PerSampleSquaredGrads:
         if r["kind"] == "embedding":
             return rules.embedding(m, a, g, b, want, dtype(m.weight))
         if r["kind"] == "linear":
-            multi = is_multi(m.weight) or self.keep_sums
-            bmm = torch.bmm if multi else self._bmm
-            return rules.linear(m, a, g, b, want, dtype(m.weight), bmm)
+            if want(m.weight) and not (is_multi(m.weight) or self.keep_sums):  # squared straight into the total
+                rules.linear_squares(m, a, g, b, dtype(m.weight), self.totals[self.by_id[id(m.weight)]])
+                return rules.linear(m, a, g, b, lambda p: p is not m.weight and want(p), dtype(m.weight), torch.bmm)
+            return rules.linear(m, a, g, b, want, dtype(m.weight), torch.bmm)
         if r["kind"] == "layernorm":
             return rules.layernorm(m, a, g, b, want, dtype(m.weight))
         p0 = next(p for p in m.parameters(recurse=False) if want(p))
@@ -180,15 +180,6 @@ class PerSampleSquaredGrads:
             # Square in place and sum over the batch (the per-sample tensor is a temporary); only the running
             # total is float64. This memory-bound step dominates the cost.
             self.totals[name] += c[1].square_().sum(0)
-
-    def _bmm(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x @ y per sample into a reused buffer (consumed by ``_add`` before the next record): a fresh
-        allocation of ~75 MB a batch costs page faults that took as long as the products themselves."""
-        key = (x.shape[0], x.shape[1], y.shape[2], x.dtype, x.device)
-        buf = self._buffers.get(key)
-        if buf is None:
-            buf = self._buffers[key] = torch.empty(key[:3], dtype=x.dtype, device=x.device)
-        return torch.bmm(x, y, out=buf)
 
 
 def _dense(p, c, b):
