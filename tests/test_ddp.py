@@ -31,7 +31,7 @@ def test_two_process_ddp_run_finishes_with_terms_and_results(tmp_path, tiny_dirs
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "runs" / "ddp"
     meta = json.loads((run / "run.json").read_text())
-    assert meta["world_size"] == 2
+    assert (meta["world_size"], meta["distributed"]) == (2, "MULTI_CPU")
     logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_logs = [r for r in logs if "loss" in r]
     assert [r["step"] for r in train_logs] == [2, 4, 6]  # written once (main process), not once per process

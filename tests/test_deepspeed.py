@@ -87,3 +87,28 @@ def test_deepspeed_zero_two_cpu_processes_give_the_unwrapped_terms_and_gradients
     assert set(got["grads"]) == set(ref_grads)
     for n, g in ref_grads.items():
         torch.testing.assert_close(torch.tensor(got["grads"][n]), g, rtol=1e-5, atol=1e-6, msg=n)
+
+
+@pytest.mark.slow
+def test_guidetune_train_under_accelerate_deepspeed_zero2_logs_every_term(tmp_path, tiny_dirs, cls_data):
+    """The whole `train` command launched the usual way: accelerate launch --use_deepspeed (2 CPU processes)."""
+    pytest.importorskip("deepspeed")
+    from conftest import tiny_config
+    from test_ddp import _free_port, _launcher
+
+    cfg = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="ds",
+                      regularizers=[{"name": "l1", "weight": 0.1, "layers": ["encoder.final"]},
+                                    {"name": "hoyer", "weight": 0.01, "layers": ["encoder.layers.0.ffn.act"]}])
+    cmd = [_launcher("accelerate"), "launch", "--use_deepspeed", "--zero_stage", "2", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--main_process_port", str(_free_port()),
+           "-m", "guidetune.cli", "train", str(cfg)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "runs" / "ds"
+    meta = json.loads((run / "run.json").read_text())
+    assert (meta["world_size"], meta["distributed"]) == (2, "DEEPSPEED")  # the Trainer ran through DeepSpeed
+    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_logs = [r for r in logs if "loss" in r]
+    assert train_logs and all({"loss/task", "loss/l1", "loss/hoyer"} <= set(r) for r in train_logs)
+    assert "accuracy" in json.loads((run / "results.json").read_text())["metrics"]

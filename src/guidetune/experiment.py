@@ -241,7 +241,8 @@ def _train(cfg: ExperimentConfig, run: RunDir, args, checkpoint, callbacks, main
         eval_tasks=[("", task)] + [(f"{k}/", t) for k, t in extra],
         eval_every=cfg.train.eval_steps,
     )
-    if main:
+    if main:  # how the Trainer's accelerator runs the model: NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED, ...
+        run.write_identity({"distributed": _distributed_type(trainer)})
         run.truncate_metrics(int(checkpoint.name.split("-")[1]) if checkpoint else 0)
     trainer.started = start
     if checkpoint:
@@ -285,6 +286,12 @@ def _train(cfg: ExperimentConfig, run: RunDir, args, checkpoint, callbacks, main
         if not cfg.train.keep_checkpoints:
             shutil.rmtree(run.checkpoints, ignore_errors=True)
     return results
+
+
+def _distributed_type(trainer) -> str:
+    """accelerate's name of the Trainer's set-up (its accelerator, which also sees a DeepSpeed plug-in)."""
+    kind = getattr(getattr(trainer, "accelerator", None), "distributed_type", None)
+    return str(getattr(kind, "value", kind or "NO"))
 
 
 def training_set(cfg: ExperimentConfig, task, sampler) -> list[dict]:
