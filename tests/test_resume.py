@@ -1,5 +1,6 @@
 """A run killed with SIGKILL and resumed finishes with the same results as an uninterrupted run."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -179,5 +180,6 @@ def test_a_run_being_trained_by_another_process_is_left_alone(capsys, tmp_path, 
     code, _, err = _cli(capsys, "train", str(p))
     assert code == 0, err
     assert json.loads((run / "results.json").read_text())["train"]["steps"] == 2
-    with run_lock(run):  # and the finished run released it
-        pass
+    assert not lock_path(run).exists()  # released and removed: nothing left beside the runs
+    with run_lock(run):
+        assert lock_path(run).read_text() == str(os.getpid())

@@ -14,7 +14,7 @@ from .finetune.modes import apply_mode, load_trainable, parameter_report, save_f
 from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, Term, load_term_states, load_totals
 from .models import load_model
 from .regularizers import REGULARIZERS
-from .runlock import run_lock
+from .runlock import lock_path, run_lock
 from .runs import RunDir, identity, identity_changes, mkdir_for
 from .tasks import TASKS
 
@@ -164,6 +164,8 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
     or other data is refused, or, with ``rerun_changed``, deleted and run again."""
     run = RunDir(cfg.run_dir)
     args = training_args(cfg, run)  # also joins the process group under torchrun / accelerate launch
+    if args.process_index == 0:
+        mkdir_for(lock_path(run.path))  # output_dir under a file: one line naming it
     with run_lock(run.path, enabled=args.process_index == 0):
         return _run_locked(cfg, run, args, resume, callbacks, rerun_changed)
 
