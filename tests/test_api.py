@@ -107,3 +107,18 @@ def test_capture_reads_aliases(make_model, tok):
     assert cap["encoder.final"] is cap["encoder.layers.1.out"] is cap["final"]
     with pytest.raises(KeyError, match="'encoder.layers.0.out' was not captured"):
         cap["encoder.first"]
+
+
+def test_no_exported_function_shares_its_name_with_a_submodule():
+    """Importing a submodule sets it as an attribute of the package: a module guidetune/evaluate.py would
+    replace the function guidetune.evaluate as soon as anything imported it (it did, once)."""
+    from pathlib import Path
+
+    import guidetune
+
+    root = Path(guidetune.__file__).parent
+    for name in guidetune._LAZY:
+        assert not (root / f"{name}.py").exists() and not (root / name).is_dir(), name
+    import guidetune.task_eval  # noqa: F401  (the module behind `guidetune eval --task`)
+
+    assert callable(guidetune.evaluate) and guidetune.evaluate.__module__ == "guidetune.api"

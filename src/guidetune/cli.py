@@ -47,7 +47,7 @@ def cmd_eval(a) -> int:
     from .experiment import evaluate_run
 
     if a.task:
-        from .evaluate import evaluate_model
+        from .task_eval import evaluate_model
 
         res = evaluate_model(a.run_dir, a.task, a.data, a.fields, a.out, a.batch_size, device=a.device, dtype=a.dtype,
                              trust_remote_code=a.trust_remote_code, allow_pickle=a.allow_pickle)
