@@ -168,3 +168,39 @@ def test_cli_fisher_and_objective_without_head(tmp_path, tiny_dirs, capsys):
     err = capsys.readouterr().err
     assert "error: --objective: 'seq2seq' needs a seq2seq_lm head, which this bert model has no class for; " \
            "it has: classification, causal_lm, mlm, encoder" in err
+
+
+@pytest.mark.parametrize("conv1d", [False, True], ids=["linear", "conv1d"])
+@pytest.mark.parametrize("block", [1, 3 * 5 * 2, None], ids=["row", "2-rows-and-tail", "default"])
+def test_linear_squares_in_row_blocks_equal_squared_per_sample_gradients(conv1d, block):
+    from transformers.pytorch_utils import Conv1D
+
+    from guidetune.analysis.fisher_rules import linear_squares
+
+    gen = torch.Generator().manual_seed(0)
+    b, t, n_in, n_out = 3, 4, 5, 11  # 11 rows: blocks of 2 leave a tail of 1
+    a = torch.randn(b, t, n_in, generator=gen, dtype=torch.float64)
+    g = torch.randn(b, t, n_out, generator=gen, dtype=torch.float64)
+    m = Conv1D(n_out, n_in) if conv1d else torch.nn.Linear(n_in, n_out)
+    per_sample = torch.einsum("bti,bto->bio", a, g) if conv1d else torch.einsum("bto,bti->boi", g, a)
+    total = torch.ones(m.weight.shape, dtype=torch.float64)  # added to, not overwritten
+    linear_squares(m, a, g, b, torch.float64, total, block=block)
+    torch.testing.assert_close(total, 1 + per_sample.square().sum(0), rtol=1e-12, atol=0)
+
+
+def test_batches_by_length_keep_every_snapshots_samples():
+    from guidetune.analysis.fisher_estimate import by_length
+
+    samples = [{"input_ids": [0] * n, "k": i} for i, n in enumerate([5, 2, 9, 1, 4, 3, 7])]
+    assert [s["k"] for s in by_length(samples, [3, 6], "clm")] == [1, 0, 2, 3, 5, 4, 6]
+    assert by_length(samples, [3, 6], "mlm") == samples  # masks are drawn per batch: order kept
+
+
+def test_per_sample_nll_of_a_padded_batch_is_each_samples_own(tok):
+    model = tiny_model("llama", "causal_lm").double().eval()
+    samples = _samples(tok, "clm", True)[:2]
+    got = per_sample_nll(model, pad_batch(tok, samples), "clm")
+    for s, v in zip(samples, got):
+        ids = torch.tensor([s["input_ids"]])
+        want = torch.nn.functional.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:], reduction="sum")
+        torch.testing.assert_close(v.double(), want, rtol=1e-5, atol=0)  # per_sample_nll takes float32 logits

@@ -11,16 +11,33 @@ from .devices import add_device_args
 from .errors import ConfigError, GuidetuneError
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler on the current ``sys.stderr`` at each record (as logging's own last-resort handler)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it; the property always reads sys.stderr
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not sys.stderr.isatty():
         # Progress bars (tqdm: the Trainer's, the analyses') redraw ten times a second; in a log file
         # each redraw is a line. Not on a terminal, draw at most one every 30 s (and the last one).
         os.environ.setdefault("TQDM_MININTERVAL", "30")
-    # force: each main() binds the handler to the sys.stderr of now (a notebook or a test calling main() twice
-    # must not log into a stream that an earlier call's caller has since closed).
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
-                        force=True)
+    # The handler writes to whatever sys.stderr is when a record is emitted, not to the stream of the first
+    # call: a notebook, or a test that captures stderr and then closes its capture, must not leave the root
+    # logger writing into a closed file. force: a second main() replaces the first one's handler.
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("guidetune").setLevel(logging.INFO)
     level = "info" if verbose else "error"
     if "transformers" in sys.modules:  # else the variable sets it on import, without importing it now

@@ -12,7 +12,8 @@ from the downstream labels you are about to fine-tune on (through a freshly init
 which the layer ranking of the encoder is robust to -- check with ``--reliability``).
 
 Samples are a seeded permutation of the data cut at ``fraction`` (or ``max_samples``); smaller fractions
-are prefixes of larger ones, so ``--reliability`` gets every fraction's estimate in one pass. Under
+are prefixes of larger ones, so ``--reliability`` gets every fraction's estimate in one pass. Between two
+such snapshots, batches are formed in order of length (``by_length``: less padding, the same sum). Under
 ``torchrun``/``accelerate launch`` the batches (the same ones one process would form) are dealt to the
 processes in turn and the float64 totals are summed with ``all_reduce``, so the result equals the
 one-process result up to the order of float64 additions.
@@ -117,8 +118,8 @@ def per_sample_nll(model, batch: dict, objective: str) -> torch.Tensor:
         logits = model(**inputs, labels=labels).logits.float()
     else:
         logits = model(**inputs).logits.float()
-        if objective == "clm":
-            logits, labels = logits[:, :-1], labels[:, 1:]
+        if objective == "clm":  # position t predicts token t + 1, the last one nothing (no copy of logits[:, :-1])
+            labels = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), -100)], 1)
     # Over the last dimension: a [batch, vocab, positions] view made cross_entropy copy and take a strided
     # log-softmax, twice as slow for a 30k vocabulary (the same numbers either way)
     nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
