@@ -267,33 +267,3 @@ def structural_rules(model: nn.Module) -> dict[str, str]:
             out[f"{mname}.{pname}" if mname else pname] = rules.rule_of(m)
     return out
 
-
-_WRAPPER_PARTS = (".base_layer", ".original_module")  # PEFT's wrappers around the original modules
-_ADDED = ("lora_", ".modules_to_save.", ".adapters.", "adapter_")  # parameters a fine-tune mode adds
-
-
-def original_name(name: str) -> str | None:
-    """The pretrained model's name of a parameter seen through PEFT/AdapterHub wrapping (None if added)."""
-    if any(part in name for part in _ADDED):
-        return None
-    for part in _WRAPPER_PARTS:
-        name = name.replace(part, "")
-    return name
-
-
-def check_compatible(fisher_names: dict[str, tuple], model_params: dict[str, tuple], source: str) -> None:
-    """One line naming the parameters that differ between a Fisher file and the model at hand."""
-    missing = [n for n in model_params if n not in fisher_names]
-    extra = [n for n in fisher_names if n not in model_params]
-    shape = [n for n in model_params if n in fisher_names and tuple(fisher_names[n]) != tuple(model_params[n])]
-    if missing or extra or shape:
-        parts = []
-        if shape:
-            n = shape[0]
-            parts.append(f"{len(shape)} differ in shape (e.g. {n}: {list(fisher_names[n])} in the file, "
-                         f"{list(model_params[n])} in the model)")
-        if missing:
-            parts.append(f"{len(missing)} are missing from the file (e.g. {missing[0]})")
-        if extra:
-            parts.append(f"{len(extra)} are not in the model (e.g. {extra[0]})")
-        raise GuidetuneError(f"Fisher file '{source}' was computed for a different model: " + "; ".join(parts))

@@ -19,14 +19,8 @@ from pathlib import Path
 import torch
 
 from ..errors import GuidetuneError
+from ..fisher_files import FORMAT, load, manifest_path  # noqa: F401  (load re-exported for readers)
 from ..runs import atomic_write
-
-FORMAT = "guidetune-fisher-1"
-
-
-def manifest_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(path.stem + ".manifest.json")
 
 
 def check_out(path: str | Path) -> Path:
@@ -108,52 +102,3 @@ def save(path: str | Path, model, fisher: dict[str, torch.Tensor], meta: dict, o
               metadata={"format": FORMAT, "set_id": out_set.set_id, **{k: str(v) for k, v in meta.items()}})
     out_set.write_text(path.with_suffix(".json"), json.dumps({"meta": meta, **aggregates(model, fisher)}, indent=1))
     return path
-
-
-def load(path: str | Path, model=None) -> tuple[dict[str, torch.Tensor], dict]:
-    """(fisher tensors, metadata); with ``model``, checks that the file belongs to it. One line for a
-    missing, corrupt or incomplete file, or one estimated on another model."""
-    from safetensors import safe_open
-
-    from .fisher import check_compatible, original_name
-
-    path = Path(path)
-    if not path.is_file():
-        raise GuidetuneError(f"Fisher file not found: '{path}'" + (" (a directory)" if path.is_dir() else ""))
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise GuidetuneError(f"'{path}' is not a guidetune Fisher file (format {meta.get('format')!r})")
-            fisher = {k: f.get_tensor(k) for k in f.keys()}
-    except GuidetuneError:
-        raise
-    except Exception as e:  # safetensors raises its own error types for truncated/garbled files
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise GuidetuneError(f"Fisher file '{path}' is corrupt or not a safetensors file ({first}); re-run guidetune fisher") from None
-    _check_manifest(path, meta)
-    if model is not None:
-        from ..layers.names import unwrap
-
-        hf = unwrap(model)
-        mine, theirs = getattr(hf.config, "model_type", None), meta.get("model_type")
-        if theirs and mine and theirs != mine:
-            raise GuidetuneError(f"Fisher file '{path}' was estimated on a '{theirs}' model; this model is "
-                                 f"'{mine}': estimate one with guidetune fisher on this model")
-        own = {original_name(n): tuple(p.shape) for n, p in hf.named_parameters() if original_name(n) is not None}
-        check_compatible({n: tuple(t.shape) for n, t in fisher.items()}, own, str(path))
-    return fisher, meta
-
-
-def _check_manifest(path: Path, meta: dict) -> None:
-    mp = manifest_path(path)
-    try:
-        man = json.loads(mp.read_text())
-    except FileNotFoundError:
-        raise GuidetuneError(f"Fisher file '{path}' has no manifest ({mp.name}): the set is incomplete "
-                             f"(a write was interrupted); re-run guidetune fisher") from None
-    except (ValueError, UnicodeDecodeError):
-        raise GuidetuneError(f"Fisher manifest '{mp}' is not valid JSON; re-run guidetune fisher") from None
-    if not isinstance(man, dict) or man.get("set_id") != meta.get("set_id"):
-        raise GuidetuneError(f"Fisher file '{path}' does not belong to its manifest {mp.name} (another write's "
-                             f"files are mixed); re-run guidetune fisher")

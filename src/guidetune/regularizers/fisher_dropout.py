@@ -46,7 +46,7 @@ def dropout_sites(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
 
 def dropout_scores(model: nn.Module, fisher: dict[str, torch.Tensor]) -> dict[str, float]:
     """Mean Fisher of each dropout site's scoring module (parameters matched by name)."""
-    from ..analysis.fisher import original_name
+    from ..fisher_files import original_name
 
     hf = unwrap(model)
     name_of = {id(p): original_name(n) for n, p in hf.named_parameters()}
@@ -122,7 +122,7 @@ class FisherDropout(_Schedule):
         self.schedule: dict[str, float] = {}
 
     def setup(self, model, tokenizer) -> None:
-        from ..analysis.fisher_estimate import load
+        from ..fisher_files import load
 
         fisher, _ = load(self.fisher, model)
         self.scores = dropout_scores(model, fisher)
