@@ -100,3 +100,13 @@ def test_multihop_checks_match_the_consistency_ratio_and_give_an_interval():
     assert checks.mean() == pytest.approx(ref["consistency"])
     ratio, lo, hi = ratio_interval(np.r_[np.ones(90), np.zeros(10)], n_resamples=4000)
     assert ratio == 0.9 and hi - lo == pytest.approx(2 * 1.96 * np.sqrt(0.09 / 100), rel=0.15)
+
+
+def test_bootstrap_p_value_is_never_zero():
+    """All resamples on one side: p is the smallest the resamples can show, 2 / (B + 1), not 0."""
+    from guidetune.evaluation.significance import paired_difference
+
+    a = [np.ones((50, 1))]
+    b = [np.zeros((50, 1))]
+    d = paired_difference(a, b, "mean", n_resamples=999)
+    assert d.estimate == 1.0 and d.p_items == pytest.approx(2 / 1000)
