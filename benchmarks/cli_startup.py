@@ -5,7 +5,9 @@ against ``python -c pass`` (each a fresh process; median of N runs, interleaved)
 
 Prints one line per command (median seconds, and whether torch was imported) and ``ratio: X`` last:
 the ``--help`` time over the bare interpreter's. Targets (issue 14): ``--help`` < 0.5 s, ``validate``
-of a config that loads no model < 2 s.
+of a config that loads no model < 2 s. The full ``validate`` reads the model's config and tokenizer through
+transformers (whose import alone imports torch); ``validate --quick`` checks the schema, plug-in parameters,
+paths and output_dir without transformers.
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ def main() -> None:
     commands = {"python -c pass": py + ["-c", "pass"],
                 "guidetune --help": py + ["-c", PROBE, "--help"],
                 "guidetune ls": py + ["-c", PROBE, "ls"],
-                "guidetune validate CONFIG": py + ["-c", PROBE, "validate", str(cfg)]}
+                "guidetune validate CONFIG": py + ["-c", PROBE, "validate", str(cfg)],
+                "guidetune validate --quick CONFIG": py + ["-c", PROBE, "validate", "--quick", str(cfg)]}
     times: dict[str, list[float]] = {k: [] for k in commands}
     torch_loaded: dict[str, bool] = {}
     for _ in range(n):
@@ -52,7 +55,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, t in med.items():
         extra = "" if k == "python -c pass" else f"  (torch imported: {'yes' if torch_loaded[k] else 'no'})"
-        print(f"{k:28s} {t:7.3f} s{extra}")
+        print(f"{k:34s} {t:7.3f} s{extra}")
     print(f"ratio: {med['guidetune --help'] / med['python -c pass']:.1f}")
 
 

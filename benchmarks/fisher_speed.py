@@ -9,7 +9,9 @@ labels from the input ids. Agreement: the largest relative
 error over all parameters, where Fisher values below 1e-6 of the largest are compared as 0 (float32
 noise; e.g. attention key biases have exactly zero gradient). ``ratio:`` = speed-up; targets >= 5 and
 error <= 1e-4. ``--float64`` also runs the loop on a float64 copy of the model (not timed against) and
-prints both float32 estimates' error against it, to tell our error from the float32 loop's own.
+prints both float32 estimates' error against it, to tell our error from the float32 loop's own (where
+float32 arithmetic in the model itself is farther than 1e-4 from the float64 truth, the honest target is
+"at least as close as the float32 loop"), and guidetune's estimate on the float64 model against it.
 """
 from __future__ import annotations
 
@@ -73,9 +75,13 @@ def main() -> None:
     print(f"loop:      {t_loop:.1f} s ({a.samples / t_loop:.1f} samples/s)")
     print(f"max relative error: {err:.2e} ({where})  target <= 1e-4: {'met' if err <= 1e-4 else 'MISSED'}")
     if a.float64:
-        exact = loop(copy.deepcopy(model).double())
-        print("against the float64 loop: guidetune %.2e (%s), float32 loop %.2e (%s)"
-              % (*max_error(ours, exact), *max_error(ref, exact)))
+        m64 = copy.deepcopy(model).double()
+        exact = loop(m64)
+        (e_ours, w_ours), (e_loop, w_loop) = max_error(ours, exact), max_error(ref, exact)
+        print("against the float64 loop: guidetune %.2e (%s), float32 loop %.2e (%s): guidetune is %s"
+              % (e_ours, w_ours, e_loop, w_loop, "at least as close" if e_ours <= e_loop else "FARTHER"))
+        ours64 = estimate(m64, tok, samples, a.objective, a.batch_size, progress=False)[a.samples]
+        print("float64 model, guidetune vs the float64 loop: %.2e (%s)" % max_error(ours64, exact))
     print(f"ratio: {t_loop / t_ours:.2f}")
 
 

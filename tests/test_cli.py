@@ -211,3 +211,24 @@ def test_a_run_asking_for_a_hub_attention_kernel_is_refused(capsys, tmp_path, ti
     code, _, err = run_cli(capsys, "eval", str(run))
     assert code == 2 and err.count("\n") == 1
     assert "attention kernel 'kernels-community/evil'" in err and "--trust-remote-code" in err
+
+
+def test_validate_quick_checks_schema_and_paths_without_transformers(tmp_path, tiny_dirs, cls_data):
+    import subprocess
+    import sys
+
+    ok = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="q",
+                     regularizers=[{"name": "l1", "layers": ["encoder.fina"]}])  # a layer name: not checked by --quick
+    bad = tiny_config(tmp_path, tiny_dirs["bert"], cls_data, name="qb",
+                      task={"name": "classification", "train": str(tmp_path / "nope.jsonl"), "eval": str(cls_data["eval"])},
+                      regularizers=[{"name": "l1", "weight": 0.1, "layers": ["encoder.final"]},
+                                    {"name": "fisher_dropout", "fisher": str(tmp_path / "f.safetensors")}])
+    code = ("import sys\nfrom guidetune.cli import main\nrc = main(['validate', '--quick', sys.argv[1]])\n"
+            "print('RC', rc, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(ok)], capture_output=True, text=True, timeout=120)
+    assert "RC 0 False" in out.stdout, out.stderr[-2000:]
+    assert "OK (--quick: model, tokenizer, data and layer names not checked)" in out.stdout
+    out = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=120)
+    assert "RC 2 False" in out.stdout, out.stderr[-2000:]
+    assert f"task.train: not found '{tmp_path / 'nope.jsonl'}'" in out.stderr
+    assert f"regularizers[1].fisher: file not found '{tmp_path / 'f.safetensors'}'" in out.stderr

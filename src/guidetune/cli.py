@@ -88,10 +88,10 @@ def _format_metrics(title: str, results: dict) -> str:
 def cmd_validate(a) -> int:
     from .validate import validate_file
 
-    errors = validate_file(a.config, a.overrides)
+    errors = validate_file(a.config, a.overrides, quick=a.quick)
     if errors:
         raise ConfigError(errors)
-    print(f"{a.config}: OK")
+    print(f"{a.config}: OK" + (" (--quick: model, tokenizer, data and layer names not checked)" if a.quick else ""))
     return 0
 
 
@@ -311,6 +311,9 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config, reporting every error at once")
     v.add_argument("config")
     v.add_argument("overrides", nargs="*")
+    v.add_argument("--quick", action="store_true",
+                   help="schema, plug-in parameters, file paths and output_dir only: no model config, tokenizer or "
+                        "data is read (about a second; the full check rejects everything train would)")
     v.set_defaults(fn=cmd_validate)
 
     ls = sub.add_parser("ls", help="list regularizers, tasks, analyses, or a model's layers",

@@ -93,6 +93,21 @@ def execute(jobs: list[tuple], workers: int = 1, launcher: str = "local", folder
     return _pool(jobs, workers)
 
 
+def _start_method(gpus: list) -> str:
+    """How pool workers start. With GPUs: ``spawn``, a fresh interpreter (CUDA state cannot cross a fork).
+    On CPUs: ``fork`` where the platform has it, so that each worker starts with torch, transformers and
+    guidetune already imported instead of spending seconds importing them again -- as PyTorch's own
+    DataLoader workers do. The parent has run no torch operation yet (no OpenMP pool to inherit); each
+    worker sets its own thread count before its run."""
+    import multiprocessing as mp
+
+    if any(g is not None for g in gpus) or "fork" not in mp.get_all_start_methods():
+        return "spawn"
+    from . import experiment  # noqa: F401  (imported once here, inherited by every forked worker)
+
+    return "fork"
+
+
 def _slots(manager, gpus: list):
     """A queue each pool worker takes its GPU id (or None) from, once, when it starts."""
     q = manager.Queue()
@@ -108,7 +123,7 @@ def _pool(jobs: list[tuple], workers: int) -> None:
 
     workers = min(workers, len(jobs))
     gpus, threads = plan_resources(workers)
-    ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited torch threads or CUDA state
+    ctx = mp.get_context(_start_method(gpus))
     failed: list[str] = []
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                                        initargs=(_slots(manager, gpus), threads)) as pool:

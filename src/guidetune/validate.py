@@ -142,15 +142,37 @@ def _check_safetensors(model_dir: str) -> None:
             raise GuidetuneError(f"model.name: '{f}' is not a readable safetensors file ({e})") from None
 
 
-def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
-    """All problems with a config file, one line each (empty when it is valid). Loads no weights."""
+def _file_errors(cfg) -> list[str]:
+    """Data paths, files regularizers read, and an output_dir that cannot be created."""
+    errors = _missing_paths("task", cfg.task.params)
+    for i, spec in enumerate(cfg.eval_tasks):
+        errors += _missing_paths(f"eval_tasks[{i}]", spec.params)
+    for i, spec in enumerate(cfg.regularizers):
+        for key in ("fisher", "matrix"):  # files a regularizer reads at setup
+            if spec.params.get(key) and not Path(spec.params[key]).is_file():
+                errors.append(f"regularizers[{i}].{key}: file not found '{spec.params[key]}'")
+    blocker = next((p for p in [Path(cfg.output_dir), *Path(cfg.output_dir).parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        errors.append(f"output_dir: cannot write runs under '{cfg.output_dir}': '{blocker}' is a file, not a directory")
+    return errors
+
+
+def validate_file(path: str, overrides: list[str] | None = None, quick: bool = False) -> list[str]:
+    """All problems with a config file, one line each (empty when it is valid). Loads no weights.
+
+    ``quick``: only what needs neither transformers nor the data -- the schema, every plug-in's
+    parameters, file paths and output_dir (importing transformers alone takes ~2 s on a small machine)."""
     try:
         cfg = load_config(path, overrides)
     except ConfigError as e:
+        if quick:
+            return list(e.messages)
         # Type errors do not stop the layer-name and head checks: report both at once.
         return list(e.messages) + [m for m in _raw_name_errors(path, overrides) if m not in e.messages]
     except GuidetuneError as e:
         return [str(e)]
+    if quick:
+        return _file_errors(cfg)
     errors: list[str] = []
     from .layers.names import LayerScheme, family_of, has_table
     from .models import available_heads, load_config_only
@@ -169,13 +191,8 @@ def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
     except GuidetuneError as e:
         errors.append(str(e))
     task = build_plugin(TASKS, cfg.task)
-    errors += _missing_paths("task", cfg.task.params)
-    for i, spec in enumerate(cfg.eval_tasks):
-        errors += _missing_paths(f"eval_tasks[{i}]", spec.params)
-    for i, spec in enumerate(cfg.regularizers):
-        for key in ("fisher", "matrix"):  # files a regularizer reads at setup
-            if spec.params.get(key) and not Path(spec.params[key]).is_file():
-                errors.append(f"regularizers[{i}].{key}: file not found '{spec.params[key]}'")
+    file_errors = _file_errors(cfg)
+    errors += [e for e in file_errors if not e.startswith("output_dir:")]
     if cfg.train.data_fraction < 1 and getattr(task, "pairs", "none") != "none":
         errors.append("train.data_fraction: cannot sub-sample a paired training set; lower task.max_pairs instead")
     try:  # what train's model loading refuses: no weights, pickled weights without allow_pickle, bad files
@@ -187,9 +204,7 @@ def validate_file(path: str, overrides: list[str] | None = None) -> list[str]:
     except GuidetuneError as e:
         if str(e) not in errors:
             errors.append(str(e))
-    blocker = next((p for p in [Path(cfg.output_dir), *Path(cfg.output_dir).parents] if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        errors.append(f"output_dir: cannot write runs under '{cfg.output_dir}': '{blocker}' is a file, not a directory")
+    errors += [e for e in file_errors if e.startswith("output_dir:")]
     if getattr(task, "head", cfg.model.head) not in (cfg.model.head, "any"):
         errors.append(f"model.head: task '{cfg.task.name}' needs head '{task.head}', got '{cfg.model.head}'")
     if getattr(task, "pairs", "none") != "none" and (cfg.train.batch_size < 2 or cfg.train.batch_size % 2):
