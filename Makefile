@@ -30,15 +30,8 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/guidetune demo
 
-# test_sweep_workers (and test_devices, kept with it) run in their own pytest process. After the rest of
-# the suite, in one process, test_sweep_workers' first test leaves sys.stderr pointing at pytest's own
-# fd-capture file, which pytest then closes, and pytest dies with "lost sys.stderr" (found with a
-# per-test probe of sys.stderr; what re-binds it is not yet found: nothing in guidetune assigns sys.stderr).
-# test_devices' old failure was a real bug (guidetune.evaluate shadowed by a module), fixed.
-ISOLATED := tests/test_devices.py tests/test_sweep_workers.py
 test: install
-	$(PY) -m pytest $(addprefix --ignore=,$(ISOLATED))
-	$(PY) -m pytest $(ISOLATED)
+	$(PY) -m pytest
 
 bench: install
 	$(PY) benchmarks/step_overhead.py

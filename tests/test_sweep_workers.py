@@ -1,4 +1,5 @@
 """guidetune sweep --workers N (local process pool) and --launcher slurm (submitit; its local/debug executors)."""
+import importlib.util
 import json
 import os
 import re
@@ -38,7 +39,8 @@ def test_bad_workers_and_missing_submitit_are_one_line(tmp_path, tiny_dirs, cls_
     assert main(["sweep", str(p), "--launcher", "slurm"]) == 2
     assert capsys.readouterr().err.strip() == f"error: {SUBMITIT_HINT}"
     monkeypatch.delitem(sys.modules, "submitit")
-    pytest.importorskip("submitit")
+    if importlib.util.find_spec("submitit") is None:  # not importorskip: guidetune imports it (see _submitit)
+        pytest.skip("submitit is not installed")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
     assert main(["sweep", str(p), "--launcher", "slurm"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --launcher slurm: no SLURM here (sbatch not found)")
@@ -115,9 +117,28 @@ def test_parallel_sweep_survives_a_killed_worker_and_equals_the_sequential_one(t
 @pytest.mark.slow
 @pytest.mark.parametrize("cluster", ["debug", "local"])
 def test_submitit_executors_run_the_sweep(tmp_path, tiny_dirs, cls_data, cluster, monkeypatch):
-    pytest.importorskip("submitit")
+    if importlib.util.find_spec("submitit") is None:
+        pytest.skip("submitit is not installed")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     p = _sweep(tmp_path, tiny_dirs, cls_data, f"sub{cluster}", max_steps=2)
     out = run_sweep(p, launcher="slurm", cluster=cluster, slurm={"time": 10})
     assert sorted(_metrics(out)) == ["a-s0", "b-s0"] and (out / "summary.md").exists()
     assert (out / ".submitit").is_dir()
+
+
+def test_importing_submitit_through_guidetune_leaves_other_logging_handlers_open():
+    """submitit's import-time dictConfig would shut down every handler of the process (it closed pytest's
+    capture file through absl's handler once); guidetune imports it with SUBMITIT_LOG_LEVEL=NOCONFIG."""
+    code = ("import io, logging, os, sys\n"
+            "os.environ.pop('SUBMITIT_LOG_LEVEL', None)\n"
+            "class Closing(logging.StreamHandler):\n"
+            "    def close(self):\n"
+            "        self.stream.close(); super().close()\n"
+            "stream = io.StringIO(); logging.getLogger('x').addHandler(Closing(stream))\n"
+            "from guidetune.sweep_exec import _submitit\n"
+            "_submitit()\n"
+            "print('closed' if stream.closed else 'open', os.environ['SUBMITIT_LOG_LEVEL'])\n")
+    if importlib.util.find_spec("submitit") is None:
+        pytest.skip("submitit is not installed")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "open NOCONFIG", out.stderr[-2000:]

@@ -34,10 +34,17 @@ def _setup_logging(verbose: bool) -> None:
         os.environ.setdefault("TQDM_MININTERVAL", "30")
     # The handler writes to whatever sys.stderr is when a record is emitted, not to the stream of the first
     # call: a notebook, or a test that captures stderr and then closes its capture, must not leave the root
-    # logger writing into a closed file. force: a second main() replaces the first one's handler.
+    # logger writing into a closed file. Only our own handler is replaced on a second main(): other
+    # libraries' handlers are left alone, not closed -- logging.basicConfig(force=True) closes them, and
+    # absl's handler (imported through rouge-score) then closes the stream it was created with, which
+    # may be the caller's sys.stderr of that time.
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("guidetune").setLevel(logging.INFO)
     level = "info" if verbose else "error"
     if "transformers" in sys.modules:  # else the variable sets it on import, without importing it now

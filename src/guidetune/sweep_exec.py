@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from .errors import GuidetuneError
@@ -38,6 +39,12 @@ def check_launcher(workers, launcher: str) -> None:
 
 
 def _submitit():
+    # On import, submitit configures logging with dictConfig, which shuts down every logging handler of the
+    # process (logging.config clears existing handlers): the CLI's and other libraries' -- absl's (imported
+    # through rouge-score) then closes the stream it was created with. NOCONFIG, submitit's own switch,
+    # leaves logging alone; its records reach the root logger's handler instead. A user's setting is kept.
+    if "submitit" not in sys.modules:
+        os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
     try:
         import submitit
     except ImportError:
