@@ -142,3 +142,13 @@ def test_importing_submitit_through_guidetune_leaves_other_logging_handlers_open
         pytest.skip("submitit is not installed")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "open NOCONFIG", out.stderr[-2000:]
+
+
+def test_workers_fork_only_on_linux_cpus(monkeypatch):
+    from guidetune.sweep_exec import _start_method
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert _start_method([None, None]) == "fork"  # CPU workers inherit the imports
+    assert _start_method([0, 1]) == "spawn"  # CUDA state cannot cross a fork
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert _start_method([None, None]) == "spawn"

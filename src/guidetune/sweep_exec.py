@@ -102,14 +102,12 @@ def execute(jobs: list[tuple], workers: int = 1, launcher: str = "local", folder
 
 def _start_method(gpus: list) -> str:
     """How pool workers start. With GPUs: ``spawn``, a fresh interpreter (CUDA state cannot cross a fork).
-    On CPUs: ``fork`` where the platform has it, so that each worker starts with torch, transformers and
+    On Linux CPUs: ``fork``, so that each worker starts with torch, transformers and
     guidetune already imported instead of spending seconds importing them again -- as PyTorch's own
     DataLoader workers do. The parent has run no torch operation yet (no OpenMP pool to inherit); each
     worker sets its own thread count before its run."""
-    import multiprocessing as mp
-
-    if any(g is not None for g in gpus) or "fork" not in mp.get_all_start_methods():
-        return "spawn"
+    if any(g is not None for g in gpus) or not sys.platform.startswith("linux"):
+        return "spawn"  # (macOS: fork after system frameworks are loaded is unsafe, Python's default is spawn)
     from . import experiment  # noqa: F401  (imported once here, inherited by every forked worker)
 
     return "fork"
