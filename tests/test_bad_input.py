@@ -134,6 +134,8 @@ CASES = [
     ("validate-directory", [V, "{emptydir}"], "is a directory"),
     ("validate-data-missing", [V, "{ok}", "task.train={root}/none.jsonl"], "task.train: not found"),
     ("validate-data-directory", [V, "{ok}", "task.train={emptydir}"], "is a directory; give a data file"),
+    ("validate-quick-weight-typo", [V, "--quick", "{ok}", "regularizers=[{name: l1, weigth: 2}]"],
+     "regularizers[0].weigth: unknown field. Did you mean 'weight'?"),
     ("validate-data-empty", [V, "{ok}", "task.train={root}/empty.jsonl"], "empty.jsonl"),
     ("validate-name-escapes", [V, "{ok}", "name=a/../../b"], "name: must be a relative path"),
     ("validate-output-under-file", [V, "{ok}", "output_dir={root}/notes.txt"], "notes.txt' is a file"),

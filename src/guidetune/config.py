@@ -301,7 +301,7 @@ def parse_config(data: dict, source: str | None = None) -> ExperimentConfig:
         if spec.name not in registry:
             errors.append(f"{where}.name: unknown {registry.kind} '{spec.name}'.{did_you_mean(spec.name, registry.names())}")
             continue
-        build(registry.get(spec.name), spec.params, where, errors)
+        build(registry.get(spec.name), spec.params, where, errors, also=("weight",) if registry is REGULARIZERS else ())
     if errors:
         raise ConfigError([m[len("config."):] if m.startswith("config.") else m for m in errors])
     cfg.task = task

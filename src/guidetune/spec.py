@@ -113,8 +113,9 @@ def _coerce(value: Any, hint: Any, where: str, errors: list[str]) -> Any:
     return value
 
 
-def build(cls: type, data: Any, where: str, errors: list[str] | None = None) -> Any:
-    """Build dataclass ``cls`` from mapping ``data``; problems go to ``errors`` (or raise if None)."""
+def build(cls: type, data: Any, where: str, errors: list[str] | None = None, also: tuple[str, ...] = ()) -> Any:
+    """Build dataclass ``cls`` from mapping ``data``; problems go to ``errors`` (or raise if None).
+    ``also``: keys valid beside the fields (a regularizer's ``weight``), offered in suggestions."""
     own = errors is None
     errors = [] if errors is None else errors
     if data is None:
@@ -130,7 +131,7 @@ def build(cls: type, data: Any, where: str, errors: list[str] | None = None) -> 
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            hint = did_you_mean(str(key), fields, synonyms=getattr(cls, "SYNONYMS", None))
+            hint = did_you_mean(str(key), [*fields, *also], synonyms=getattr(cls, "SYNONYMS", None))
             errors.append(f"{where}.{key}: unknown field.{hint}")
             continue
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}", errors)
