@@ -37,3 +37,13 @@ def barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def leave() -> None:
+    """Leave the process group at the end of a launched analysis. A process that exits with its gloo group
+    still alive can abort in the C++ runtime ("terminate called without an active exception") while its
+    peers are still writing; every collective is over by the time this is called."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
