@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_fsdp import _batch, _model, _terms_and_backward
+from test_fsdp import _model, assert_equals_two_plain_ranks
 
 WORKER = r"""
 import json, sys
@@ -60,8 +60,6 @@ if rank == 0:
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_zero_two_cpu_processes_give_the_unwrapped_terms_and_gradients(tmp_path, stage):
     pytest.importorskip("deepspeed")
-    import torch
-
     from guidetune.layers.names import LayerScheme
     from test_ddp import _free_port, _launcher
 
@@ -77,16 +75,7 @@ def test_deepspeed_zero_two_cpu_processes_give_the_unwrapped_terms_and_gradients
     assert got["type"] == "DeepSpeedEngine"
     assert got["names"] == LayerScheme.from_model(_model()).names()
 
-    ref_grads = {}
-    for rank in range(2):
-        model = _model()
-        terms = _terms_and_backward(model, _batch([2 * rank, 2 * rank + 1]))
-        assert got["terms"][rank] == pytest.approx(terms, rel=1e-5)
-        for n, p in model.named_parameters():
-            ref_grads[n] = ref_grads.get(n, 0) + p.grad / 2  # data parallel: the ranks' gradients averaged
-    assert set(got["grads"]) == set(ref_grads)
-    for n, g in ref_grads.items():
-        torch.testing.assert_close(torch.tensor(got["grads"][n]), g, rtol=1e-5, atol=1e-6, msg=n)
+    assert_equals_two_plain_ranks(got)
 
 
 @pytest.mark.slow

@@ -100,13 +100,19 @@ def test_fsdp_two_cpu_processes_give_the_unwrapped_terms_and_gradients(tmp_path)
     assert got["type"] == "FullyShardedDataParallel"
     assert any("_fsdp_wrapped_module" in n and "_checkpoint_wrapped_module" in n for n in got["raw_names"])
 
+    assert_equals_two_plain_ranks(got)
+
+
+def assert_equals_two_plain_ranks(got: dict) -> None:
+    """Each rank's terms equal the plain model's on that rank's half of the batch, and the gathered
+    gradients (under their plain names) equal the average of the two plain backward passes."""
     ref_grads = {}
     for rank in range(2):
         model = _model()
         terms = _terms_and_backward(model, _batch([2 * rank, 2 * rank + 1]))
         assert got["terms"][rank] == pytest.approx(terms, rel=1e-5)
         for n, p in model.named_parameters():
-            ref_grads[n] = ref_grads.get(n, 0) + p.grad / 2  # FSDP averages the ranks' gradients
+            ref_grads[n] = ref_grads.get(n, 0) + p.grad / 2  # data parallel: the ranks' gradients averaged
     assert set(got["grads"]) == set(ref_grads)  # the wrapped names map back to the plain ones
     for n, g in ref_grads.items():
         torch.testing.assert_close(torch.tensor(got["grads"][n]), g, rtol=1e-5, atol=1e-6, msg=n)

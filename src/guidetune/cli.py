@@ -15,15 +15,11 @@ class _StderrHandler(logging.StreamHandler):
     """A StreamHandler on the current ``sys.stderr`` at each record (as logging's own last-resort handler)."""
 
     def __init__(self):
-        super().__init__(sys.stderr)
+        logging.Handler.__init__(self)  # not StreamHandler's, which would bind one stream for good
 
     @property
     def stream(self):
         return sys.stderr
-
-    @stream.setter
-    def stream(self, value):  # StreamHandler.__init__ assigns it; the property always reads sys.stderr
-        pass
 
 
 def _setup_logging(verbose: bool) -> None:
