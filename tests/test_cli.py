@@ -232,3 +232,14 @@ def test_validate_quick_checks_schema_and_paths_without_transformers(tmp_path, t
     assert "RC 2 False" in out.stdout, out.stderr[-2000:]
     assert f"task.train: not found '{tmp_path / 'nope.jsonl'}'" in out.stderr
     assert f"regularizers[1].fisher: file not found '{tmp_path / 'f.safetensors'}'" in out.stderr
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(tiny_dirs):
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "guidetune.cli", "ls", "layers", str(tiny_dirs["bert"])],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader leaves before the first line is written (as `| head -0` would)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) in (0, 141) and "Traceback" not in err, err

@@ -495,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(e).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `guidetune ls layers M | head`: the reader left; no traceback, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own exit flush fails otherwise
+        return 141
 
 
 if __name__ == "__main__":
