@@ -39,11 +39,31 @@ def barrier() -> None:
         dist.barrier()
 
 
-def leave() -> None:
-    """Leave the process group at the end of a launched analysis. A process that exits with its gloo group
-    still alive can abort in the C++ runtime ("terminate called without an active exception") while its
-    peers are still writing; every collective is over by the time this is called."""
+def leave(ok: bool = True) -> None:
+    """Leave the process group at the end of a launched analysis.
+
+    ``ok`` (the analysis finished in every process): first wait for every process, so that none tears its
+    group down and exits while the main process is still writing the output set. A process that left early
+    aborted now and then in the C++ runtime at exit ("terminate called without an active exception", seen
+    on CI with the gloo backend), which the launcher reports as a failed run although the files were
+    right. After an error no barrier: the other processes may be inside a collective that will never
+    match, and the launcher stops them anyway."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def run_and_leave(world: int, work):
+    """``work()``, then :func:`leave` when several processes run (with the barrier only if it returned)."""
+    if world <= 1:
+        return work()
+    try:
+        result = work()
+    except BaseException:
+        leave(ok=False)
+        raise
+    leave()
+    return result

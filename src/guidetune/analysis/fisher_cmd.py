@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -164,26 +163,11 @@ def run_fisher(a) -> dict:
                                  f"({len(missing)} weights would be randomly initialised, e.g. {missing[0]}); "
                                  "use --objective task with labelled data")
     model, _ = place(model, None if a.device_map else a.device, a.dtype)
-    rank, world = _init_distributed(model)
-    try:
-        return _estimate_and_write(a, model, tok, samples, objective, fracs, out_path, rank, world, task)
-    finally:
-        if world > 1:
-            import torch.distributed as dist
+    from ..distributed import process_group, run_and_leave
 
-            dist.destroy_process_group()
-
-
-def _init_distributed(model) -> tuple[int, int]:
-    """torchrun / accelerate launch: one process group over the launcher's environment (gloo on CPU)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        cuda = next(model.parameters()).device.type == "cuda"
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    rank, world = process_group(next(model.parameters()).device)
+    return run_and_leave(world, lambda: _estimate_and_write(a, model, tok, samples, objective, fracs, out_path,
+                                                            rank, world, task))
 
 
 def _estimate_and_write(a, model, tok, samples, objective, fracs, out_path, rank, world, task) -> dict:

@@ -83,20 +83,21 @@ class NeuronAnalysis:
     def run(self) -> dict:
         """Write the analysis to ``out`` as one output set (temp directory renamed into place, manifest last)."""
         from ..devices import resolve_device
-        from ..distributed import leave, process_group
+        from ..distributed import process_group, run_and_leave
         from ..runs import describe_input, output_set
         from ..tasks.base import data_path
 
         rank, world = process_group(resolve_device(self.device))
-        inputs = {"models": [describe_input(m) for m in self.models], "layer": self.layer,
-                  "corpus": {"path": self.corpus, **describe_input(data_path(self.corpus, "--corpus"))},
-                  "concepts": {"path": self.concepts, **describe_input(data_path(self.concepts, "--concepts"))}}
-        try:
+
+        def work():
+            inputs = {"models": [describe_input(m) for m in self.models], "layer": self.layer,
+                      "corpus": {"path": self.corpus, **describe_input(data_path(self.corpus, "--corpus"))},
+                      "concepts": {"path": self.concepts,
+                                   **describe_input(data_path(self.concepts, "--concepts"))}}
             with output_set(self.out, inputs, enabled=rank == 0) as out:
                 return self._run(out)
-        finally:
-            if world > 1:
-                leave()
+
+        return run_and_leave(world, work)
 
     def _run(self, out: Path) -> dict:
         from ..devices import resolve_device
