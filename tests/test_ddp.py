@@ -12,6 +12,18 @@ import pytest
 from conftest import tiny_config
 
 
+CLI = str(Path(__file__).parent / "fixtures" / "cli_then_threads.py")  # guidetune.cli, then its threads
+
+
+def assert_group_ended(stderr: str, processes: int = 2) -> None:
+    """Every launched process ended its process group before exiting: no gloo thread left (one that outlives
+    the group can abort the process at shutdown; see guidetune.distributed.before_joining)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("threads-after rank")]
+    assert len(lines) == processes, stderr[-2000:]
+    for line in lines:
+        assert "gloo" not in line, line
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -25,10 +37,11 @@ def test_two_process_ddp_run_finishes_with_terms_and_results(tmp_path, tiny_dirs
                                     {"name": "hoyer", "weight": 0.01, "layers": ["encoder.layers.0.ffn.act"]}])
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun) if torchrun.exists() else shutil.which("torchrun"), "--nproc_per_node", "2",
-           "--master_port", str(_free_port()), "-m", "guidetune.cli", "train", str(cfg)]
+           "--master_port", str(_free_port()), CLI, "train", str(cfg)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_group_ended(proc.stderr)
     run = tmp_path / "runs" / "ddp"
     meta = json.loads((run / "run.json").read_text())
     assert (meta["world_size"], meta["distributed"]) == (2, "MULTI_CPU")
@@ -92,9 +105,10 @@ def test_two_process_neuron_scan_equals_one_process(tmp_path, tiny_dirs, launche
         cmd = [_launcher("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd + ["-m", "guidetune.cli"] + args + ["--out", str(tmp_path / "two")],
+    proc = subprocess.run(cmd + [CLI] + args + ["--out", str(tmp_path / "two")],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_group_ended(proc.stderr)
     assert proc.stdout.count("top c neurons") == 1  # printed (and written) once, by the main process
     _assert_same_stats(tmp_path / "one", tmp_path / "two")
     import json

@@ -1,5 +1,6 @@
-"""The end of a launched analysis: every process waits for the others (so none exits while the main process
-writes) and then leaves the group; after an error, no barrier that could never be matched."""
+"""The end of a launched command: every process waits for the others (so none exits while the main process
+writes), and the CLI leaves the group as the command ends; after an error, no barrier that could never be
+matched."""
 from __future__ import annotations
 
 import pytest
@@ -24,22 +25,34 @@ def barriers(monkeypatch):
     return calls
 
 
-def test_a_finished_analysis_waits_for_everyone_then_leaves(one_process_group, barriers):
-    assert distributed.run_and_leave(2, lambda: "written") == "written"
+def test_a_finished_analysis_waits_for_everyone(one_process_group, barriers):
+    assert distributed.end_together(2, lambda: "written") == "written"
     assert barriers == ["barrier"]
-    assert not dist.is_initialized()
 
 
-def test_a_failed_analysis_leaves_without_a_barrier_and_keeps_its_error(one_process_group, barriers):
+def test_a_failed_analysis_keeps_its_error_without_a_barrier(one_process_group, barriers):
     def work():
         raise ValueError("bad corpus")
 
     with pytest.raises(ValueError, match="bad corpus"):
-        distributed.run_and_leave(2, work)
+        distributed.end_together(2, work)
     assert barriers == []
+
+
+def test_one_process_needs_no_barrier(barriers):
+    assert distributed.end_together(1, lambda: 3) == 3
+    assert barriers == []
+
+
+def test_the_cli_leaves_the_group_as_a_command_ends(one_process_group, capsys):
+    from guidetune.cli import main
+
+    assert main(["ls"]) == 0
     assert not dist.is_initialized()
 
 
-def test_one_process_touches_no_group(barriers):
-    assert distributed.run_and_leave(1, lambda: 3) == 3
-    assert barriers == [] and not dist.is_initialized()
+def test_the_cli_leaves_the_group_after_an_error_too(one_process_group, capsys):
+    from guidetune.cli import main
+
+    assert main(["validate", "--quick", "/nope.yaml"]) == 2
+    assert not dist.is_initialized()

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from guidetune.analysis.fisher_io import manifest_path
 from guidetune.cli import main
-from test_ddp import _free_port
+from test_ddp import CLI, _free_port, assert_group_ended
 
 
 @pytest.mark.slow
@@ -27,9 +27,10 @@ def test_two_processes_equal_one(tmp_path, tiny_dirs):
     assert main([*args, "--out", str(one)]) == 0
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun) if torchrun.exists() else shutil.which("torchrun"), "--nproc_per_node", "2",
-           "--master_port", str(_free_port()), "-m", "guidetune.cli", *args, "--out", str(two)]
+           "--master_port", str(_free_port()), CLI, *args, "--out", str(two)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_group_ended(proc.stderr)
     assert proc.stdout.count("Fisher from 16 samples written") == 1  # rank 0 only
     a, b = load_file(str(one)), load_file(str(two))
     top = max(float(v.max()) for v in a.values())

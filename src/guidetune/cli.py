@@ -498,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `guidetune ls layers M | head`: the reader left; no traceback, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own exit flush fails otherwise
         return 141
+    finally:
+        from .distributed import leave
+
+        leave()  # under torchrun / accelerate launch: the process group ends with the command
 
 
 if __name__ == "__main__":

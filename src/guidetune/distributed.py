@@ -27,9 +27,23 @@ def process_group(device=None) -> tuple[int, int]:
     import torch
     from accelerate import PartialState
 
+    before_joining()
     cpu = not torch.cuda.is_available() or (device is not None and getattr(device, "type", str(device)) == "cpu")
     state = PartialState(cpu=cpu)
     return state.process_index, state.num_processes
+
+
+def before_joining() -> None:
+    """Import ``torch._dynamo`` before this process joins a process group (when launched with several).
+
+    Why: imported after the group exists (transformers imports it when it loads a model), dynamo keeps
+    about ten references to the default group (torch 2.13), so ``destroy_process_group`` cannot free the
+    gloo backend and its worker threads live on until the interpreter shuts down. A worker that drops a
+    finished collective's tensors at that moment needs the GIL and aborts the whole process ("terminate
+    called without an active exception", SIGABRT; seen on CI in about one launch in 30), and the launcher
+    reports the command as failed. Imported first, it holds none and the group ends cleanly."""
+    if launched_world() > 1:
+        import torch._dynamo  # noqa: F401
 
 
 def barrier() -> None:
@@ -39,31 +53,27 @@ def barrier() -> None:
         dist.barrier()
 
 
-def leave(ok: bool = True) -> None:
-    """Leave the process group at the end of a launched analysis.
+def end_together(world: int, work):
+    """``work()``; with several processes and when it returned, then a barrier, so that no process returns
+    (and exits) while the main one is still writing the output set.
 
-    ``ok`` (the analysis finished in every process): first wait for every process, so that none tears its
-    group down and exits while the main process is still writing the output set. A process that left early
-    aborted now and then in the C++ runtime at exit ("terminate called without an active exception", seen
-    on CI with the gloo backend), which the launcher reports as a failed run although the files were
-    right. After an error no barrier: the other processes may be inside a collective that will never
-    match, and the launcher stops them anyway."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        if ok:
-            dist.barrier()
-        dist.destroy_process_group()
-
-
-def run_and_leave(world: int, work):
-    """``work()``, then :func:`leave` when several processes run (with the barrier only if it returned)."""
-    if world <= 1:
-        return work()
-    try:
-        result = work()
-    except BaseException:
-        leave(ok=False)
-        raise
-    leave()
+    Why: a process that left early, while the main process still wrote (a results file, a saved model),
+    aborted now and then in the C++ runtime at exit ("terminate called without an active exception",
+    seen on CI with gloo), and the launcher then stops the main process mid-write with SIGTERM. After an
+    error, no barrier: the others may be inside a collective that will never match, and the launcher
+    stops them anyway."""
+    result = work()
+    if world > 1:
+        barrier()
     return result
+
+
+def leave() -> None:
+    """Leave the process group, if this process joined one (the CLI calls it as a command ends; scripts
+    using the API under a launcher call ``torch.distributed.destroy_process_group()`` themselves). A
+    process that exits with its gloo group alive can abort at exit. Imports nothing new."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -77,6 +77,9 @@ def training_args(cfg: ExperimentConfig, run: RunDir):
     import torch
     from transformers import TrainingArguments
 
+    from .distributed import before_joining
+
+    before_joining()  # the TrainingArguments join the launcher's process group
     t = cfg.train
     return TrainingArguments(
         output_dir=str(run.checkpoints),
@@ -287,6 +290,7 @@ def _train(cfg: ExperimentConfig, run: RunDir, args, checkpoint, callbacks, main
         results = run.read_results()
         if not cfg.train.keep_checkpoints:
             shutil.rmtree(run.checkpoints, ignore_errors=True)
+    _barrier(args)  # no process returns (and exits) while the main one still writes (distributed.end_together)
     return results
 
 

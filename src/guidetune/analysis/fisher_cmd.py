@@ -163,10 +163,10 @@ def run_fisher(a) -> dict:
                                  f"({len(missing)} weights would be randomly initialised, e.g. {missing[0]}); "
                                  "use --objective task with labelled data")
     model, _ = place(model, None if a.device_map else a.device, a.dtype)
-    from ..distributed import process_group, run_and_leave
+    from ..distributed import end_together, process_group
 
     rank, world = process_group(next(model.parameters()).device)
-    return run_and_leave(world, lambda: _estimate_and_write(a, model, tok, samples, objective, fracs, out_path,
+    return end_together(world, lambda: _estimate_and_write(a, model, tok, samples, objective, fracs, out_path,
                                                             rank, world, task))
 
 

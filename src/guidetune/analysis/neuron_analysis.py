@@ -83,7 +83,7 @@ class NeuronAnalysis:
     def run(self) -> dict:
         """Write the analysis to ``out`` as one output set (temp directory renamed into place, manifest last)."""
         from ..devices import resolve_device
-        from ..distributed import process_group, run_and_leave
+        from ..distributed import end_together, process_group
         from ..runs import describe_input, output_set
         from ..tasks.base import data_path
 
@@ -97,7 +97,7 @@ class NeuronAnalysis:
             with output_set(self.out, inputs, enabled=rank == 0) as out:
                 return self._run(out)
 
-        return run_and_leave(world, work)
+        return end_together(world, work)
 
     def _run(self, out: Path) -> dict:
         from ..devices import resolve_device
