@@ -56,6 +56,7 @@ WORKER = r"""
 import json, sys
 from functools import partial
 import torch, torch.distributed as dist
+import torch._dynamo  # before the group exists (see guidetune.distributed.before_joining)
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 sys.path.insert(0, sys.argv[2])
@@ -80,13 +81,19 @@ with FSDP.summon_full_params(wrapped, with_grads=True):
 if rank == 0:
     json.dump({"terms": everyone, "grads": grads, "raw_names": raw, "type": type(wrapped).__name__},
               open(sys.argv[1], "w"))
+del wrapped, model
+dist.barrier()
 dist.destroy_process_group()
+import gc, os
+gc.collect()
+names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+print(f"threads-after rank {rank}: {','.join(names)}", file=sys.stderr, flush=True)
 """
 
 
 @pytest.mark.slow
 def test_fsdp_two_cpu_processes_give_the_unwrapped_terms_and_gradients(tmp_path):
-    from test_ddp import _free_port, _launcher
+    from test_ddp import _free_port, _launcher, assert_group_ended
 
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -96,6 +103,7 @@ def test_fsdp_two_cpu_processes_give_the_unwrapped_terms_and_gradients(tmp_path)
                            str(script), str(out), str(Path(__file__).parent)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_group_ended(proc.stderr)
     got = json.loads(out.read_text())
     assert got["type"] == "FullyShardedDataParallel"
     assert any("_fsdp_wrapped_module" in n and "_checkpoint_wrapped_module" in n for n in got["raw_names"])

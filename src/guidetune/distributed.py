@@ -74,6 +74,12 @@ def leave() -> None:
     process that exits with its gloo group alive can abort at exit. Imports nothing new."""
     import sys
 
+    ds = sys.modules.get("deepspeed.comm")
+    if ds is not None and ds.is_initialized():
+        import gc
+
+        gc.collect()  # a finished DeepSpeed engine sits in reference cycles that hold its groups
+        ds.destroy_process_group()  # DeepSpeed's own: it also drops the groups DeepSpeed keeps in its modules
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
