@@ -16,12 +16,15 @@ from conftest import tiny_config
 CLI = str(Path(__file__).parent / "fixtures" / "cli_then_threads.py")  # guidetune.cli, then its threads
 
 
-def assert_group_ended(stderr: str, processes: int = 2, threads: bool = True) -> None:
-    """Every launched process got to the end of the command and left its process group, and (``threads``)
-    no gloo thread was left (one that outlives the group can abort the process at shutdown, which the CLI
-    skips for that reason; see guidetune.distributed.before_joining and cli._exit_launched)."""
+def assert_group_ended(stderr: str, processes: int = 2, threads: bool = True, cli: bool = True) -> None:
+    """Every launched process got to the end of the command, left its process group and (``cli``: run
+    through fixtures/cli_then_threads.py) ran its exit handlers, and (``threads``) no gloo thread was left (one that outlives the group can abort the process
+    at shutdown, which the CLI skips for that reason; see guidetune.distributed.before_joining and
+    cli._exit_launched)."""
     lines = [line for line in stderr.splitlines() if line.startswith("threads-after rank")]
     assert len(lines) == processes, stderr[-2000:]
+    ran = sum(line.startswith("atexit ran rank") for line in stderr.splitlines())
+    assert ran == (processes if cli else 0), stderr[-2000:]
     for line in lines if threads else []:
         assert "gloo" not in line, line
 

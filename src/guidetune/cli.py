@@ -513,20 +513,21 @@ def _run(args) -> int:
 
 
 def _exit_launched(rc: int) -> None:
-    """End a launched process here, its outputs written and its streams flushed, without the interpreter's
-    shutdown. Why: a library imported after the process group was joined can keep references to it
-    (DeepSpeed, and torch._dynamo, which guidetune imports first for that reason), so leaving the group
-    does not always stop gloo's worker threads; one of them that drops a finished collective's tensors
-    while the interpreter shuts down aborts the process ("terminate called without an active exception"),
-    and the launcher then reports the command as failed and stops the other processes."""
-    import logging
+    """End a launched process here: the exit handlers run (W&B's finish, logging's flush, ...) and the
+    streams are flushed, but not the interpreter's own teardown. Why: a library imported after the
+    process group was joined can keep references to it (DeepSpeed; and torch._dynamo, which guidetune
+    imports first for that reason), so leaving the group does not always stop gloo's worker threads; one
+    of them that drops a finished collective's tensors while the interpreter tears itself down aborts the
+    process ("terminate called without an active exception"), and the launcher then reports the command
+    as failed and stops the other processes."""
+    import atexit
 
+    atexit._run_exitfuncs()  # what a normal exit runs first; CPython's, as torch requires CPython
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    logging.shutdown()
     os._exit(rc)
 
 
