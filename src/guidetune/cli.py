@@ -521,13 +521,12 @@ def _exit_launched(rc: int) -> None:
     process ("terminate called without an active exception"), and the launcher then reports the command
     as failed and stops the other processes."""
     import atexit
+    import contextlib
 
     atexit._run_exitfuncs()  # what a normal exit runs first; CPython's, as torch requires CPython
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to flush
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(rc)
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import ExperimentConfig, build_plugin, parse_config
+from .distributed import barrier, before_joining
 from .errors import GuidetuneError
 from .finetune.modes import apply_mode, load_trainable, parameter_report, save_finetuned
 from .finetune.trainer import CheckpointMarker, GuidedTrainer, JsonlLogger, Term, load_term_states, load_totals
@@ -76,8 +77,6 @@ def prepare(cfg: ExperimentConfig):
 def training_args(cfg: ExperimentConfig, run: RunDir):
     import torch
     from transformers import TrainingArguments
-
-    from .distributed import before_joining
 
     before_joining()  # the TrainingArguments join the launcher's process group
     t = cfg.train
@@ -176,7 +175,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, callbacks: list | 
 def _run_locked(cfg: ExperimentConfig, run: RunDir, args, resume: bool, callbacks, rerun_changed: bool) -> dict:
     state, changes = run_state(cfg)
     checkpoint = run.last_checkpoint() if state == "resume" and resume else None
-    _barrier(args)  # every process has looked before the main one writes anything
+    barrier()  # every process has looked before the main one writes anything
     if state == "changed" and not rerun_changed:
         raise GuidetuneError(
             f"run '{run.path}' {'finished' if run.finished() else 'started'} with another configuration "
@@ -290,7 +289,7 @@ def _train(cfg: ExperimentConfig, run: RunDir, args, checkpoint, callbacks, main
         results = run.read_results()
         if not cfg.train.keep_checkpoints:
             shutil.rmtree(run.checkpoints, ignore_errors=True)
-    _barrier(args)  # no process returns (and exits) while the main one still writes (distributed.end_together)
+    barrier()  # no process returns (and exits) while the main one still writes (distributed.end_together)
     return results
 
 
@@ -310,13 +309,6 @@ def training_set(cfg: ExperimentConfig, task, sampler) -> list[dict]:
     k = max(1, round(cfg.train.data_fraction * len(feats)))
     keep = sorted(random.Random(f"data:{cfg.train.data_seed}").sample(range(len(feats)), k))
     return [feats[i] for i in keep]
-
-
-def _barrier(args) -> None:
-    import torch.distributed as dist
-
-    if args.world_size > 1 and dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def sparsity_layers(cfg: ExperimentConfig, terms: list[Term]) -> list[str]:
