@@ -54,6 +54,19 @@ def test_clm_labels_come_from_the_input_ids(tmp_path, tiny_dirs, tok):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+def test_samples_cut_to_max_length_are_counted_and_reported(tmp_path, tiny_dirs, caplog):
+    data = tmp_path / "t.jsonl"  # one text far past --max-length 8, two far below it
+    data.write_text(json.dumps({"text": "the cat " * 40}) + "\n" + json.dumps({"text": "a dog"}) + "\n"
+                    + json.dumps({"text": "it rains"}) + "\n")
+    out = tmp_path / "f.safetensors"
+    with caplog.at_level("WARNING"):
+        assert main(["fisher", str(tiny_dirs["llama"]), "--data", str(data), "--objective", "clm", "--out", str(out),
+                     "--max-length", "8", "--device", "cpu"]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())["meta"]
+    assert (meta["truncated_samples"], meta["max_length"]) == (1, 8)
+    assert "1 of 3 samples are longer than --max-length 8 tokens and were cut" in caplog.text
+
+
 def _stsb_dir(tmp_path):
     d = tmp_path / "STS-B"
     d.mkdir()

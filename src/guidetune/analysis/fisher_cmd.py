@@ -138,14 +138,17 @@ def run_fisher(a) -> dict:
                              f"(head {task.head}); use --objective {HEAD_OBJECTIVE.get(task.head, 'task')}")
     spec = check_head(a.model, objective, a.trust_remote_code)
     tok = load_tokenizer(ModelSpec(name=a.model))
-    samples, num_labels, problem = [], None, None
+    samples, num_labels, problem, report = [], None, None, {}
     if task is not None:
         num_labels = task.num_labels() if objective == "task" else None
         problem = getattr(task, "problem_type", None)
     else:
-        samples, _ = load_samples(a.data, objective, tok, a.max_length, a.text_field, a.label_field)
+        samples, _ = load_samples(a.data, objective, tok, a.max_length, a.text_field, a.label_field, report)
         if not samples:
             raise GuidetuneError(f"--data: '{a.data}' holds no samples")
+        if report["truncated_samples"]:
+            log.warning("--data: %d of %d samples are longer than --max-length %d tokens and were cut to it",
+                        report["truncated_samples"], len(samples), a.max_length)
     import torch
 
     torch.manual_seed(a.seed)  # a fresh classifier is the same in every process (and every run)
@@ -167,10 +170,11 @@ def run_fisher(a) -> dict:
 
     rank, world = process_group(next(model.parameters()).device)
     return end_together(world, lambda: _estimate_and_write(a, model, tok, samples, objective, fracs, out_path,
-                                                            rank, world, task))
+                                                            rank, world, task, report))
 
 
-def _estimate_and_write(a, model, tok, samples, objective, fracs, out_path, rank, world, task) -> dict:
+def _estimate_and_write(a, model, tok, samples, objective, fracs, out_path, rank, world, task,
+                        report: dict) -> dict:
     from .fisher_estimate import subsample_order
 
     order = subsample_order(len(samples), a.seed)
@@ -184,7 +188,8 @@ def _estimate_and_write(a, model, tok, samples, objective, fracs, out_path, rank
     fisher = estimates[n]
     data = a.task or a.data
     meta = {"model": a.model, "objective": objective, "n": n, "seed": a.seed, "data": data,
-            "model_type": model.config.model_type, "processes": world}
+            "model_type": model.config.model_type, "processes": world,
+            **({"truncated_samples": report["truncated_samples"], "max_length": a.max_length} if report else {})}
     result = {"out": str(out_path), "n": n, "rank": rank}
     if rank != 0:
         return result

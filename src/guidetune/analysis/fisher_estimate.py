@@ -38,31 +38,51 @@ OBJECTIVES = {"mlm": "mlm", "clm": "causal_lm", "seq2seq": "seq2seq_lm", "task":
 
 
 def load_samples(path: str, objective: str, tok, max_length: int = 128, text_field: str = "text",
-                 label_field: str = "label") -> tuple[list[dict], list[str] | None]:
-    """Tokenized samples of a data file (text lines or JSONL/CSV), and the label list for ``task``."""
+                 label_field: str = "label", report: dict | None = None) -> tuple[list[dict], list[str] | None]:
+    """Tokenized samples of a data file (text lines or JSONL/CSV), and the label list for ``task``.
+
+    Texts longer than ``max_length`` tokens are cut to it; ``report`` (a dict) receives how many samples
+    were cut (``truncated_samples``, a seq2seq sample counting once) and out of how many (``samples``)."""
     from ..tasks.base import data_path, need, read_records
     from .common import read_corpus
 
+    cut = 0
+
+    def encode(text: str) -> dict:
+        enc = dict(tok(text, truncation=True, max_length=max_length))
+        # only a sample at the limit can have been cut: tokenize it again, whole, to tell
+        return enc, len(enc["input_ids"]) >= max_length and len(tok(text, verbose=False)["input_ids"]) > max_length
+
+    def done(out, labels):
+        if report is not None:
+            report.update({"samples": len(out), "truncated_samples": cut, "max_length": max_length})
+        return out, labels
+
+    out = []
     if objective in ("mlm", "clm"):
-        texts = [t for _, t, _ in read_corpus(path, text_field)]
-        return [dict(tok(t, truncation=True, max_length=max_length)) for t in texts], None
+        for _, t, _ in read_corpus(path, text_field):
+            enc, was_cut = encode(t)
+            cut += was_cut
+            out.append(enc)
+        return done(out, None)
     p = data_path(path, "--data")
     recs = read_records(p)
     if objective == "seq2seq":
-        out = []
         for line, r in recs:
-            enc = dict(tok(str(need(r, "source", p, line)), truncation=True, max_length=max_length))
-            enc["labels"] = tok(str(need(r, "target", p, line)), truncation=True, max_length=max_length)["input_ids"]
+            enc, cut_src = encode(str(need(r, "source", p, line)))
+            target, cut_tgt = encode(str(need(r, "target", p, line)))
+            enc["labels"] = target["input_ids"]
+            cut += cut_src or cut_tgt
             out.append(enc)
-        return out, None
+        return done(out, None)
     labels = sorted({str(need(r, label_field, p, line)) for line, r in recs})
     ids = {lab: i for i, lab in enumerate(labels)}
-    out = []
     for line, r in recs:
-        enc = dict(tok(str(need(r, text_field, p, line)), truncation=True, max_length=max_length))
+        enc, was_cut = encode(str(need(r, text_field, p, line)))
+        cut += was_cut
         enc["labels"] = ids[str(r[label_field])]
         out.append(enc)
-    return out, labels
+    return done(out, labels)
 
 
 def task_samples(task, tok) -> list[dict]:
